@@ -1,0 +1,191 @@
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.utils.html import format_html
+
+from runs import scripts, services
+from runs.models import Run, RunEvent, Task
+
+LOG_TAIL_BYTES = 64 * 1024
+
+
+class TaskForm(forms.ModelForm):
+    code = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"class": "code-editor", "rows": 28, "cols": 100, "spellcheck": "false"}
+        ),
+        help_text="Saved to TASKS_DIR/<name>.py. Tab indents; the code must compile.",
+    )
+
+    class Meta:
+        model = Task
+        fields = ["name", "description", "code", "args", "env", "timeout", "enabled"]
+
+    class Media:
+        css = {"all": ["runs/code-editor.css"]}
+        js = ["runs/code-editor.js"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.is_bound:
+            self.fields["code"].initial = self.instance.read_code()
+
+    def clean_code(self):
+        code = self.cleaned_data["code"].replace("\r\n", "\n")
+        scripts.check_syntax(code, f"{self.cleaned_data.get('name') or 'script'}.py")
+        return code
+
+    def clean_args(self):
+        value = self.cleaned_data["args"]
+        if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+            raise forms.ValidationError("Arguments must be a JSON list of strings.")
+        return value
+
+    def clean_env(self):
+        value = self.cleaned_data["env"]
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise forms.ValidationError("Environment must be a JSON object of strings.")
+        return value
+
+
+class RunInline(admin.TabularInline):
+    model = Run
+    fields = ["link", "status", "trigger", "queued_at", "exit_code", "reason"]
+    readonly_fields = fields
+    ordering = ["-id"]
+    extra = 0
+    max_num = 0
+    show_change_link = False
+    can_delete = False
+    verbose_name_plural = "Recent runs"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        recent = list(qs.order_by("-id").values_list("id", flat=True)[:20])
+        return qs.filter(id__in=recent)
+
+    @admin.display(description="Run")
+    def link(self, run):
+        return format_html('<a href="../../../run/{}/change/">#{}</a>', run.pk, run.pk)
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    form = TaskForm
+    list_display = ["name", "enabled", "timeout", "last_status", "missing", "updated_at"]
+    list_filter = ["enabled", "missing"]
+    search_fields = ["name", "description"]
+    actions = ["run_now"]
+    inlines = [RunInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The name is the script's file name: renaming would move the file
+        # under running runs. Create a new task instead.
+        readonly = ["name"] if obj is not None else []
+        if not request.user.has_perm("runs.edit_code"):
+            readonly.append("code")
+        return readonly
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if not request.user.has_perm("runs.edit_code"):
+            return [f for f in fields if f != "code"]
+        return fields
+
+    @admin.display(description="Last run")
+    def last_status(self, task):
+        run = task.runs.order_by("-id").only("status").first()
+        return run.status if run else "—"
+
+    def save_model(self, request, obj, form, change):
+        code = form.cleaned_data.get("code") if "code" in form.cleaned_data else None
+        with transaction.atomic():
+            obj.missing = False if code is not None else obj.missing
+            super().save_model(request, obj, form, change)
+            if code is not None and request.user.has_perm("runs.edit_code"):
+                scripts.write_script(obj.name, code)
+
+    def delete_model(self, request, obj):
+        if obj.active_run() is not None:
+            messages.error(request, f"Task '{obj.name}' has a live run; cancel it first.")
+            return
+        name = obj.name
+        super().delete_model(request, obj)
+        scripts.delete_script(name)
+
+    def has_run_permission(self, request):
+        return request.user.has_perm("runs.run_task")
+
+    @admin.action(description="Run now", permissions=["run"])
+    def run_now(self, request, queryset):
+        for task in queryset:
+            try:
+                run = services.start_run(task, trigger=Run.Trigger.ADMIN, user=request.user)
+            except services.RunRefused as exc:
+                messages.warning(request, str(exc))
+            else:
+                messages.success(request, f"Queued run #{run.pk} of '{task.name}'.")
+
+
+class RunEventInline(admin.TabularInline):
+    model = RunEvent
+    fields = ["at", "from_status", "to_status", "actor", "reason"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = "Status history"
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["id", "task", "status", "trigger", "attempt", "queued_at", "duration_s", "exit_code"]
+    list_filter = ["status", "trigger", "task"]
+    list_select_related = ["task"]
+    search_fields = ["task__name", "reason"]
+    date_hierarchy = None
+    actions = ["cancel"]
+    inlines = [RunEventInline]
+    show_full_result_count = False
+    fields = [
+        "task", "status", "reason", "trigger", "triggered_by", "args", "env", "config",
+        "attempt", "exit_code", "queued_at", "started_at", "finished_at", "heartbeat_at",
+        "worker", "progress", "progress_message", "result", "log_size", "log_truncated",
+        "log_tail",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm("runs.run_task")
+
+    @admin.display(description="Duration")
+    def duration_s(self, run):
+        d = run.duration
+        return f"{d.total_seconds():.1f} s" if d is not None else "—"
+
+    @admin.display(description="Log (tail)")
+    def log_tail(self, run):
+        start = max(0, run.log_size - LOG_TAIL_BYTES)
+        text = run.read_log(start).decode("utf-8", "replace")
+        note = f"… {start} earlier bytes not shown\n" if start else ""
+        return format_html('<pre class="run-log">{}{}</pre>', note, text)
+
+    @admin.action(description="Cancel", permissions=["cancel"])
+    def cancel(self, request, queryset):
+        for run in queryset:
+            try:
+                services.request_cancel(run, user=request.user)
+            except services.RunNotActive as exc:
+                messages.warning(request, str(exc))
+            else:
+                messages.success(request, f"Cancel requested for run #{run.pk}.")

@@ -1,0 +1,67 @@
+"""System checks: misconfiguration is refused at start, with an id."""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+
+@register()
+def check_queue_settings(app_configs, **kwargs):
+    errors = []
+    q = settings.Q_CLUSTER
+    retry, timeout = q.get("retry", 60), q.get("timeout")
+    if retry <= settings.TASK_TIMEOUT_MAX:
+        errors.append(
+            Error(
+                f"django-q2 retry ({retry} s) is not above the longest task "
+                f"timeout ({settings.TASK_TIMEOUT_MAX} s): a job would be "
+                "delivered again while its run is still going.",
+                hint="Raise Q_CLUSTER['retry'] or lower TASK_TIMEOUT_MAX.",
+                id="runs.E001",
+            )
+        )
+    if timeout is not None and timeout >= retry:
+        errors.append(
+            Error(
+                f"django-q2 timeout ({timeout} s) must be below retry ({retry} s).",
+                id="runs.E002",
+            )
+        )
+    if settings.TASK_TIMEOUT > settings.TASK_TIMEOUT_MAX:
+        errors.append(
+            Error(
+                f"TASK_TIMEOUT ({settings.TASK_TIMEOUT} s) is above "
+                f"TASK_TIMEOUT_MAX ({settings.TASK_TIMEOUT_MAX} s).",
+                id="runs.E003",
+            )
+        )
+    if settings.LEASE_SECONDS <= settings.PROCESS_CHECK_INTERVAL:
+        errors.append(
+            Error(
+                "LEASE_SECONDS must be longer than PROCESS_CHECK_INTERVAL, or "
+                "healthy runs would be reaped as lost.",
+                id="runs.E004",
+            )
+        )
+    return errors
+
+
+@register(Tags.database)
+def check_task_timeouts(app_configs, **kwargs):
+    from django.db import DatabaseError
+
+    from runs.models import Task
+
+    try:
+        longest = Task.objects.order_by("-timeout").values_list("name", "timeout").first()
+    except DatabaseError:
+        return []
+    if longest and longest[1] > settings.TASK_TIMEOUT_MAX:
+        return [
+            Error(
+                f"Task '{longest[0]}' has a timeout of {longest[1]} s, above "
+                f"TASK_TIMEOUT_MAX ({settings.TASK_TIMEOUT_MAX} s) and so above "
+                "django-q2's retry.",
+                id="runs.E005",
+            )
+        ]
+    return []

@@ -1,0 +1,291 @@
+"""The executor: what a django-q2 worker calls with a run id.
+
+Claim the run (short transaction), start the script in a session of its own,
+supervise it — output into the log about twice a second, heartbeat, progress
+and result markers, cancel flag, deadline, drain — and end it with a fenced
+write. See DESIGN.md, "The life of a run"."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+
+from runs import drain, process, services
+from runs.models import Run
+from runs.output import LogSink, OutputReader
+
+logger = logging.getLogger(__name__)
+
+S = Run.Status
+
+
+def worker_identity() -> str:
+    return f"{settings.WORKER_HOST}:{os.getpid()}"
+
+
+def execute_run(run_id: int) -> str:
+    """Entry point of the django-q2 job. Never raises for a script's failure:
+    the outcome is the run's state, not the job's."""
+    close_old_connections()
+    worker = worker_identity()
+    if drain.is_draining():
+        # This worker is shutting down: leave the run queued for another one.
+        services.requeue(run_id)
+        return "requeued: worker shutting down"
+    run = services.claim_run(run_id, worker)
+    if run is None:
+        return "nothing to do"
+    return Supervisor(run, worker).run()
+
+
+class Supervisor:
+    def __init__(self, run: Run, worker: str):
+        self.run_obj = run
+        self.run_id = run.pk
+        self.worker = worker
+        self.task = run.task
+        cap_mb = settings.RUN_OUTPUT_MB
+        self.sink = LogSink(run.pk, cap=int(cap_mb * (1 << 20)) if cap_mb else None)
+        self.wake = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.reader: OutputReader | None = None
+        self.tmpdir: str | None = None
+        interval = settings.PROCESS_CHECK_INTERVAL
+        self.heartbeat_every = max(0.5, interval / 3)
+        # Past half a lease without a successful heartbeat this worker stops
+        # its script, well before any reaper may declare the run lost.
+        self.fence_after = settings.LEASE_SECONDS / 2
+        self.last_heartbeat = time.monotonic()
+        self.outcome: tuple[str, str] | None = None  # (status, reason)
+
+    # -- the run ----------------------------------------------------------
+    def run(self) -> str:
+        try:
+            if not self._start():
+                return self._finish(S.FAILED, self.outcome[1] if self.outcome else "")
+            self._supervise()
+            return self._finish(*self.outcome)
+        except Exception as exc:  # A bug here must not leave a script behind.
+            logger.exception("supervisor of run %s failed", self.run_id)
+            self._stop(grace=0)
+            return self._finish(S.FAILED, f"executor error: {exc.__class__.__name__}: {exc}"[:500])
+        finally:
+            if self.tmpdir:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def _start(self) -> bool:
+        run = self.run_obj
+        try:
+            script = self.task.script_path
+        except Exception as exc:
+            return self._start_failed(f"invalid script path: {exc}")
+        if not script.is_file():
+            return self._start_failed(f"script not found: {script.name} in TASKS_DIR")
+        extra: dict[str, str] = {}
+        if run.config is not None:
+            self.tmpdir = tempfile.mkdtemp(prefix=f"taskrun-{run.pk}-")
+            config_path = os.path.join(self.tmpdir, "config.json")
+            with open(config_path, "w", encoding="utf-8") as fh:
+                json.dump(run.config, fh)
+            extra["TASKRUN_CONFIG"] = config_path
+        env = process.script_env(run.pk, self.task.name, run.attempt, self.task.env, run.env, extra)
+        try:
+            self.proc = subprocess.Popen(
+                process.command(script, run.args),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=settings.TASKS_DIR,
+                env=env,
+                start_new_session=True,
+                preexec_fn=process.child_setup,
+                close_fds=True,
+            )
+        except OSError as exc:
+            return self._start_failed(f"could not start the script: {exc}")
+        self.reader = OutputReader(self.proc.stdout, self.wake)
+        self.reader.start()
+        self.deadline = time.monotonic() + self.task.timeout
+        self._write(pid=self.proc.pid)
+        return True
+
+    def _start_failed(self, message: str) -> bool:
+        self._note(message)
+        self.outcome = (S.FAILED, message)
+        return False
+
+    def _supervise(self) -> None:
+        proc = self.proc
+        flush_every = settings.LOG_FLUSH_SECONDS
+        next_flush = time.monotonic() + flush_every
+        while True:
+            self.wake.wait(max(0.0, next_flush - time.monotonic()))
+            self.wake.clear()
+            now = time.monotonic()
+            exited = proc.poll() is not None
+            if exited or now >= next_flush or self.reader.pending_size:
+                next_flush = now + flush_every
+                state = self._tick()
+                if state is not None:
+                    self.outcome = state
+                    break
+            if exited:
+                break
+        if self.outcome is None:
+            # The script ended by itself; sweep its group and read the rest.
+            process.stop_group(proc.pid, grace=1.0, reap=proc.poll)
+            self._drain_output()
+            code = proc.wait()
+            self.outcome = (
+                (S.SUCCEEDED, "") if code == 0 else (S.FAILED, f"exit code {code}")
+            )
+        else:
+            status, reason = self.outcome
+            grace = settings.KILL_GRACE_SECONDS
+            if reason.startswith("lease"):
+                grace = min(grace, settings.LEASE_SECONDS / 4)
+            self._note(f"stopping the script: {reason}")
+            self._stop(grace=grace)
+
+    def _tick(self) -> tuple[str, str] | None:
+        """One supervision step; returns (status, reason) when the run must stop."""
+        now = time.monotonic()
+        try:
+            alive = self._write()
+            if alive is None:
+                alive = self._check()
+        except DatabaseError as exc:
+            logger.warning("run %s: database unreachable: %s", self.run_id, exc)
+            self._reset_connection()
+            if now - self.last_heartbeat > self.fence_after:
+                return (S.LOST, "lease lost: the database could not be reached")
+            return None
+        if alive is False:
+            return (S.LOST, "lease lost: another worker or the reaper took the run")
+        if isinstance(alive, str):
+            return (S.CANCELLED, alive)
+        if now >= self.deadline:
+            return (S.TIMED_OUT, f"timed out after {self.task.timeout} s")
+        if self.sink.truncated:
+            return (S.FAILED, f"output limit {settings.RUN_OUTPUT_MB:g} MB reached")
+        shutdown_at = drain.deadline()
+        if shutdown_at is not None and time.time() >= shutdown_at:
+            return (S.CANCELLED, "worker shutdown")
+        return None
+
+    def _write(self, **fields) -> bool | None:
+        """Store new output, markers and the heartbeat. Returns None when there
+        was nothing to write, else whether this worker still holds the run."""
+        reader = self.reader
+        data = self.sink.encode(reader.take()) if reader else b""
+        if reader and reader.markers_changed:
+            reader.markers_changed = False
+            fields.update(progress=reader.progress, progress_message=reader.progress_message)
+            if reader.result is not None:
+                fields["result"] = reader.result
+        heartbeat_due = time.monotonic() - self.last_heartbeat >= self.heartbeat_every
+        if not data and not fields and not heartbeat_due:
+            return None
+        with transaction.atomic():
+            self.sink.append(data)
+            held = services.record_progress(
+                self.run_id,
+                self.worker,
+                log_size=self.sink.size,
+                log_truncated=self.sink.truncated,
+                **fields,
+            )
+        if held:
+            self.last_heartbeat = time.monotonic()
+        return held
+
+    def _check(self) -> bool | str:
+        """Read the run's row: False if the lease is gone, the cancel reason if
+        a cancel was asked for, else True."""
+        row = (
+            Run.objects.filter(pk=self.run_id)
+            .values_list("status", "worker", "cancel_requested", "cancel_reason")
+            .first()
+        )
+        if row is None or row[0] != S.RUNNING or row[1] != self.worker:
+            return False
+        if row[2]:
+            return row[3] or "cancelled"
+        return True
+
+    def _drain_output(self) -> None:
+        self.reader.join(timeout=2.0)
+        if self.reader.is_alive():
+            # Something still holds the pipe open; stop waiting for it.
+            self.reader.close()
+            self.proc.stdout.close()
+
+    def _stop(self, grace: float) -> None:
+        if self.proc is None:
+            return
+        process.stop_group(self.proc.pid, grace=grace, reap=self.proc.poll)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill_group(self.proc.pid)
+            self.proc.wait()
+        if self.reader is not None:
+            self._drain_output()
+
+    def _note(self, message: str) -> None:
+        data = self.sink.encode(b"") + f"[taskrun] {message}\n".encode()
+        self._append_quietly(data)
+
+    def _append_quietly(self, data: bytes) -> None:
+        try:
+            with transaction.atomic():
+                self.sink.append(data)
+                services.record_progress(self.run_id, self.worker, log_size=self.sink.size)
+        except DatabaseError:
+            self._reset_connection()
+
+    def _finish(self, status: str, reason: str) -> str:
+        code = self.proc.returncode if self.proc is not None else None
+        rest = self.sink.encode(self.reader.take(), final=True) if self.reader else b""
+        fields = {"exit_code": code, "log_size": self.sink.size, "log_truncated": self.sink.truncated}
+        if self.reader is not None and self.reader.markers_changed:
+            fields.update(progress=self.reader.progress, progress_message=self.reader.progress_message)
+            if self.reader.result is not None:
+                fields["result"] = self.reader.result
+        for attempt in range(3):
+            try:
+                with transaction.atomic():
+                    self.sink.append(rest)
+                    rest = b""
+                    fields["log_size"] = self.sink.size
+                    fields["log_truncated"] = self.sink.truncated
+                    done = services.finish_run(
+                        self.run_id, self.worker, status=status, reason=reason, **fields
+                    )
+                break
+            except DatabaseError as exc:
+                logger.warning("run %s: could not record the end: %s", self.run_id, exc)
+                self._reset_connection()
+                done = False
+                time.sleep(0.5 * (attempt + 1))
+        if not done:
+            logger.warning(
+                "run %s ended %s here, but this worker no longer held it", self.run_id, status
+            )
+            return f"fenced: {status}"
+        return status
+
+    def _reset_connection(self) -> None:
+        try:
+            connection.close()
+        except DatabaseError:
+            pass

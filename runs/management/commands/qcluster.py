@@ -1,0 +1,31 @@
+"""django-q2's qcluster, with a graceful drain on SIGTERM/SIGINT: running runs
+get DRAIN_SECONDS to finish before they are cancelled as "worker shutdown"."""
+
+import logging
+
+from django.conf import settings
+from django_q.cluster import Cluster
+from django_q.management.commands.qcluster import Command as QClusterCommand
+
+from runs import drain
+
+logger = logging.getLogger(__name__)
+
+
+class DrainingCluster(Cluster):
+    def sig_handler(self, signum, frame):
+        if not drain.is_draining():
+            logger.info(
+                "stopping: running runs get %s s to finish", settings.DRAIN_SECONDS
+            )
+        drain.begin(settings.DRAIN_SECONDS)
+        super().sig_handler(signum, frame)
+
+
+class Command(QClusterCommand):
+    def handle(self, *args, **options):
+        import django_q.management.commands.qcluster as q_command
+
+        # django-q2's command builds its Cluster from its module's namespace.
+        q_command.Cluster = DrainingCluster
+        super().handle(*args, **options)

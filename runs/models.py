@@ -1,0 +1,246 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from runs.names import script_path, validate_task_name
+
+
+def default_timeout() -> int:
+    return settings.TASK_TIMEOUT
+
+
+def validate_timeout(value: int) -> None:
+    if not 1 <= value <= settings.TASK_TIMEOUT_MAX:
+        raise ValidationError(
+            f"The timeout must be between 1 and {settings.TASK_TIMEOUT_MAX} seconds."
+        )
+
+
+class Task(models.Model):
+    name = models.CharField(max_length=64, unique=True, validators=[validate_task_name])
+    description = models.TextField(blank=True)
+    args = models.JSONField(
+        default=list, blank=True, help_text="Default arguments, a JSON list of strings."
+    )
+    env = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Environment variables for every run, a JSON object of strings.",
+    )
+    timeout = models.PositiveIntegerField(
+        default=default_timeout,
+        validators=[validate_timeout],
+        help_text="Seconds before a run is stopped.",
+    )
+    enabled = models.BooleanField(
+        default=True, help_text="A paused task refuses new runs."
+    )
+    missing = models.BooleanField(
+        default=False, editable=False, help_text="The script file is gone."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("run_task", "Can start and cancel runs"),
+            ("edit_code", "Can edit task code"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("admin:runs_task_change", args=[self.pk])
+
+    @property
+    def script(self) -> str:
+        return f"{self.name}.py"
+
+    @property
+    def script_path(self):
+        return script_path(self.name)
+
+    def read_code(self) -> str:
+        try:
+            return self.script_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def active_run(self) -> Run | None:
+        return self.runs.filter(status__in=Run.Status.active()).order_by("id").first()
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        TIMED_OUT = "timed_out"
+        CANCELLED = "cancelled"
+        LOST = "lost"
+        SKIPPED = "skipped"
+
+        @classmethod
+        def active(cls) -> list[str]:
+            return [cls.QUEUED, cls.RUNNING]
+
+        @classmethod
+        def final(cls) -> list[str]:
+            return [s for s in cls.values if s not in cls.active()]
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual"
+        ADMIN = "admin"
+        API = "api"
+        CLI = "cli"
+        SCHEDULE = "schedule"
+        RETRY = "retry"
+        UPSTREAM = "upstream"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    reason = models.CharField(max_length=500, blank=True, default="")
+    trigger = models.CharField(
+        max_length=16, choices=Trigger.choices, default=Trigger.MANUAL
+    )
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    args = models.JSONField(default=list, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    config = models.JSONField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    exit_code = models.IntegerField(null=True, blank=True)
+
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    # Who holds the lease: "<host>:<pid>" of the supervising worker, and the
+    # script's process group (its pid, as it runs in its own session).
+    worker = models.CharField(max_length=200, blank=True, default="")
+    pid = models.IntegerField(null=True, blank=True)
+    job_id = models.CharField(max_length=64, blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    cancel_reason = models.CharField(max_length=200, blank=True, default="")
+
+    progress = models.PositiveSmallIntegerField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+    log_size = models.BigIntegerField(default=0)
+    log_truncated = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # The second guard of "one running run per task", beside the Task
+            # row lock at claim time; it holds on SQLite too.
+            models.UniqueConstraint(
+                fields=["task"],
+                condition=Q(status="running"),
+                name="one_running_run_per_task",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["task", "-id"], name="run_task_recent"),
+            models.Index(fields=["status", "-id"], name="run_status_recent"),
+            models.Index(fields=["-queued_at"], name="run_queued_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task.name} #{self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in Run.Status.active()
+
+    @property
+    def duration(self) -> timedelta | None:
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    @property
+    def log_name(self) -> str:
+        return f"{self.task.name}_{self.pk}.log"
+
+    def read_log(self, offset: int = 0, limit: int | None = None) -> bytes:
+        """The stored log from byte ``offset`` (up to ``limit`` bytes)."""
+        return LogChunk.read(self.pk, offset, limit)
+
+
+class RunEvent(models.Model):
+    """One change of a run's state: when, from what, to what, by whom and why."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16)
+    actor = models.CharField(max_length=200, blank=True, default="")
+    reason = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '∅'} → {self.to_status}"
+
+
+class LogChunk(models.Model):
+    """A piece of a run's output, stored in the database so that any web host
+    can show any run. Bytes ``start`` to ``start + len(data)`` of the log; the
+    data is valid UTF-8 (invalid input was replaced when it was read)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="chunks")
+    start = models.BigIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "start"], name="log_chunk_order")
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} @{self.start}"
+
+    @classmethod
+    def read(cls, run_id: int, offset: int = 0, limit: int | None = None) -> bytes:
+        offset = max(0, offset)
+        # The chunk that holds ``offset`` starts at or before it.
+        first = (
+            cls.objects.filter(run_id=run_id, start__lte=offset)
+            .order_by("-start")
+            .values_list("start", flat=True)
+            .first()
+        )
+        chunks = cls.objects.filter(run_id=run_id, start__gte=first or 0).order_by(
+            "start"
+        )
+        out = bytearray()
+        for start, data in chunks.values_list("start", "data").iterator(
+            chunk_size=50
+        ):
+            data = bytes(data)
+            lo = max(0, offset - start)
+            out += data[lo:]
+            if limit is not None and len(out) >= limit:
+                del out[limit:]
+                break
+        return bytes(out)
