@@ -107,7 +107,7 @@ class TaskAdmin(admin.ModelAdmin):
             obj.missing = False if code is not None else obj.missing
             super().save_model(request, obj, form, change)
             if code is not None and request.user.has_perm("runs.edit_code"):
-                scripts.write_script(obj.name, code)
+                scripts.save_code(obj, code, author=request.user)
 
     def delete_model(self, request, obj):
         if obj.active_run() is not None:

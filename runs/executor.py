@@ -19,8 +19,8 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
-from runs import drain, process, services
-from runs.models import Run
+from runs import drain, process, scripts, services
+from runs.models import CodeRevision, Run
 from runs.output import LogSink, OutputReader
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class Supervisor:
             return self._start_failed(f"invalid script path: {exc}")
         if not script.is_file():
             return self._start_failed(f"script not found: {script.name} in TASKS_DIR")
+        self._record_code(script)
         extra: dict[str, str] = {}
         if run.config is not None:
             self.tmpdir = tempfile.mkdtemp(prefix=f"taskrun-{run.pk}-")
@@ -117,6 +118,20 @@ class Supervisor:
         self.deadline = time.monotonic() + self.task.timeout
         self._write(pid=self.proc.pid)
         return True
+
+    def _record_code(self, script) -> None:
+        """Remember which code this run ran, and its revision when known."""
+        try:
+            digest = scripts.code_hash(script.read_bytes())
+        except OSError:
+            return
+        revision = (
+            CodeRevision.objects.filter(task=self.task, code_hash=digest)
+            .order_by("-number")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        Run.objects.filter(pk=self.run_id).update(code_hash=digest, revision_id=revision)
 
     def _start_failed(self, message: str) -> bool:
         self._note(message)

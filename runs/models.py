@@ -42,6 +42,10 @@ class Task(models.Model):
     enabled = models.BooleanField(
         default=True, help_text="A paused task refuses new runs."
     )
+    # Resource limits; null means the RUN_* setting's default.
+    memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    cpu_seconds = models.PositiveIntegerField(null=True, blank=True)
+    output_mb = models.FloatField(null=True, blank=True)
     missing = models.BooleanField(
         default=False, editable=False, help_text="The script file is gone."
     )
@@ -147,6 +151,18 @@ class Run(models.Model):
     log_size = models.BigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
 
+    # The code it ran (sha256 of the script) and its revision, when known.
+    code_hash = models.CharField(max_length=64, blank=True, default="")
+    revision = models.ForeignKey(
+        "CodeRevision", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    # What the script's process tree cost, sampled by the executor.
+    peak_rss = models.BigIntegerField(null=True, blank=True, help_text="bytes")
+    cpu_seconds = models.FloatField(null=True, blank=True)
+    usage = models.JSONField(
+        null=True, blank=True, help_text="A compact series: [[t, cpu%, rss, procs], …]"
+    )
+
     class Meta:
         ordering = ["-id"]
         constraints = [
@@ -244,3 +260,77 @@ class LogChunk(models.Model):
                 del out[limit:]
                 break
         return bytes(out)
+
+
+class CodeRevision(models.Model):
+    """A saved version of a task's script."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    code = models.TextField()
+    code_hash = models.CharField(max_length=64, db_index=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "number"], name="revision_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task.name} r{self.number}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API. Only its SHA-256 is stored; the token
+    itself is shown once, when it is created."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="The first characters, to recognise it.")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class Secret(models.Model):
+    """A named secret given to scripts as an environment variable: global
+    (task empty) or for one task, which then wins over the global one. The
+    value is stored encrypted and never shown again."""
+
+    name = models.CharField(max_length=64)
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets"
+    )
+    encrypted_value = models.BinaryField(editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "task"], name="secret_per_task",
+                condition=Q(task__isnull=False),
+            ),
+            models.UniqueConstraint(
+                fields=["name"], name="secret_global", condition=Q(task__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.task.name if self.task_id else 'global'})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
@@ -48,3 +49,31 @@ def delete_script(name: str) -> None:
         script_path(name).unlink()
     except FileNotFoundError:
         pass
+
+
+def code_hash(code: str | bytes) -> str:
+    if isinstance(code, str):
+        code = code.encode("utf-8")
+    return hashlib.sha256(code).hexdigest()
+
+
+def save_code(task, code: str, author=None):
+    """Check, write and keep a revision of a task's script; every door that
+    edits code (admin, API) comes through here. Returns the new revision, or
+    None when the code did not change."""
+    from runs.models import CodeRevision
+
+    code = code.replace("\r\n", "\n")
+    check_syntax(code, task.script)
+    digest = code_hash(code)
+    write_script(task.name, code)
+    latest = task.revisions.order_by("-number").first()
+    if latest is not None and latest.code_hash == digest:
+        return None
+    return CodeRevision.objects.create(
+        task=task,
+        number=(latest.number + 1) if latest else 1,
+        code=code,
+        code_hash=digest,
+        author=author if author is not None and author.is_authenticated else None,
+    )

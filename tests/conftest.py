@@ -5,11 +5,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_DIR = ROOT / "test-output"
@@ -67,6 +68,11 @@ def execute():
 
     def run(run: Run) -> Run:
         execute_run(run.pk)
+        if threading.current_thread() is not threading.main_thread():
+            # Threads keep their own connections; close them so the test
+            # database can be dropped at the end.
+            connections.close_all()
+            return run
         run.refresh_from_db()
         return run
 

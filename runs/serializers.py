@@ -1,0 +1,58 @@
+"""The `task` and `run` objects of the JSON API (CONTRACT), also used by the
+live pages."""
+
+from __future__ import annotations
+
+from runs.models import Run, Task
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def run_json(run: Run) -> dict:
+    duration = run.duration
+    return {
+        "id": run.pk,
+        "task": run.task.name,
+        "status": run.status,
+        "reason": run.reason or None,
+        "trigger": run.trigger,
+        "args": run.args,
+        "attempt": run.attempt,
+        "exit_code": run.exit_code,
+        "queued_at": _iso(run.queued_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration": round(duration.total_seconds(), 3) if duration is not None else None,
+        "progress": run.progress,
+        "progress_message": run.progress_message,
+        "result": run.result,
+        "worker": run.worker or None,
+        "log_url": f"/api/logs/{run.log_name}",
+    }
+
+
+def task_json(task: Task, *, with_code: bool = False, last_run: Run | None = None) -> dict:
+    if last_run is None:
+        last_run = task.runs.select_related("task").order_by("-id").first()
+    data = {
+        "name": task.name,
+        "script": task.script,
+        "description": task.description,
+        "enabled": task.enabled,
+        "timeout": task.timeout,
+        "args": task.args,
+        "env": task.env,
+        "limits": {
+            "memory_mb": task.memory_mb,
+            "cpu_seconds": task.cpu_seconds,
+            "output_mb": task.output_mb,
+        },
+        "parameters": [],
+        "running": task.runs.filter(status=Run.Status.RUNNING).exists(),
+        "last_run": run_json(last_run) if last_run else None,
+    }
+    if with_code:
+        data["code"] = task.read_code()
+    return data
