@@ -86,15 +86,25 @@ class TaskAdmin(admin.ModelAdmin):
         # The name is the script's file name: renaming would move the file
         # under running runs. Create a new task instead.
         readonly = ["name"] if obj is not None else []
-        if not request.user.has_perm("runs.edit_code"):
-            readonly.append("code")
+        if not self._may_edit_code(request, obj):
+            readonly.append("script_code")
         return readonly
 
     def get_fields(self, request, obj=None):
-        fields = super().get_fields(request, obj)
-        if not request.user.has_perm("runs.edit_code"):
-            return [f for f in fields if f != "code"]
+        fields = list(self.form.Meta.fields)
+        if not self._may_edit_code(request, obj):
+            # Those who may not edit code still read it.
+            fields[fields.index("code")] = "script_code"
         return fields
+
+    def _may_edit_code(self, request, obj) -> bool:
+        return request.user.has_perm("runs.edit_code") and self.has_change_permission(
+            request, obj
+        )
+
+    @admin.display(description="Code")
+    def script_code(self, task):
+        return format_html('<pre class="run-log">{}</pre>', task.read_code() if task.pk else "")
 
     @admin.display(description="Last run")
     def last_status(self, task):
@@ -106,7 +116,7 @@ class TaskAdmin(admin.ModelAdmin):
         with transaction.atomic():
             obj.missing = False if code is not None else obj.missing
             super().save_model(request, obj, form, change)
-            if code is not None and request.user.has_perm("runs.edit_code"):
+            if code is not None and self._may_edit_code(request, obj):
                 scripts.save_code(obj, code, author=request.user)
 
     def delete_model(self, request, obj):

@@ -6,9 +6,13 @@ class RunsConfig(AppConfig):
     verbose_name = "Tasks and runs"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
         from django_q.signals import post_spawn
 
         from runs import checks  # noqa: F401  (registers the system checks)
         from runs.housekeeping import start_housekeeper
+        from runs.permissions import ensure_groups
 
         post_spawn.connect(start_housekeeper, dispatch_uid="taskrun-housekeeper")
+        # After auth's own receiver has made the permissions.
+        post_migrate.connect(ensure_groups, dispatch_uid="taskrun-groups")

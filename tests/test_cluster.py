@@ -1,0 +1,68 @@
+"""Real `manage.py qcluster` processes running real scripts."""
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from runs import process, services
+from runs.models import Run
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+S = Run.Status
+
+
+def finished(run: Run):
+    run.refresh_from_db()
+    return not run.is_active and run
+
+
+def test_a_cluster_runs_a_script_end_to_end_and_stops_gracefully(make_task, cluster):
+    task = make_task("e2e", "print('from the cluster')\nprint('::progress::100 done')")
+    q = cluster()
+    run = services.start_run(task)
+    run = wait_for(lambda: finished(run), timeout=30)
+    assert run.status == S.SUCCEEDED
+    assert run.read_log() == b"from the cluster\n::progress::100 done\n"
+    assert run.progress == 100
+    host, pid = run.worker.rsplit(":", 1)
+    assert psutil.Process(int(pid)).ppid() != os.getpid()  # a cluster worker, not us
+    assert q.stop() == 0
+    assert b"has stopped" in q.log_path.read_bytes()
+
+
+def test_a_killed_worker_leaves_a_lost_run_and_no_process(make_task, cluster, tmp_path):
+    pids = tmp_path / "pids"
+    task = make_task(
+        "victim",
+        f"""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        print("working", flush=True)
+        time.sleep(120)
+        """,
+    )
+    cluster()
+    run = services.start_run(task)
+    wait_for(lambda: pids.exists() and Run.objects.get(pk=run.pk).status == S.RUNNING)
+    run.refresh_from_db()
+    worker_pid = int(run.worker.rsplit(":", 1)[1])
+    os.kill(worker_pid, signal.SIGKILL)
+
+    run = wait_for(lambda: finished(run), timeout=30, message="run was not reaped")
+    assert run.status == S.LOST
+    assert run.reason == "lease expired"
+    wait_for(lambda: not process.run_processes(run.pk), timeout=10, message="processes survived")
+    for pid in map(int, pids.read_text().split()):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    # The task is free again, and the reincarnated cluster runs it.
+    pids.unlink()
+    task.refresh_from_db()
+    again = services.start_run(task)
+    wait_for(lambda: Run.objects.get(pk=again.pk).status == S.RUNNING, timeout=30)
+    services.request_cancel(again, actor="test")
+    assert wait_for(lambda: finished(again), timeout=30).status == S.CANCELLED

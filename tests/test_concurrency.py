@@ -1,0 +1,128 @@
+"""One task never runs twice at the same time: concurrent starts, concurrent
+claims, and a real cluster fed runs in a loop."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from django.db import connections
+
+from runs import services
+from runs.models import Run, Task
+from tests.conftest import ROOT, subprocess_env, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+S = Run.Status
+
+
+def test_twenty_threads_starting_one_task_get_exactly_one_run(make_task):
+    task = make_task("solo", "print(1)")
+    barrier = threading.Barrier(20)
+    accepted, refused, errors = [], [], []
+
+    def start():
+        try:
+            barrier.wait()
+            accepted.append(services.start_run(Task.objects.get(pk=task.pk)).pk)
+        except services.RunRefused as exc:
+            refused.append(exc)
+        except Exception as exc:  # pragma: no cover - the test reports it
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=start) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(accepted) == 1
+    assert len(refused) == 19
+    assert all(exc.run.pk == accepted[0] for exc in refused)
+    assert Run.objects.filter(task=task).count() == 1
+
+
+def test_processes_starting_one_task_get_exactly_one_run(make_task, tasks_dir):
+    make_task("shared", "print(1)")
+    env = subprocess_env(tasks_dir)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "run_task", "shared"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for _ in range(6)
+    ]
+    results = [(p.wait(timeout=60), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 1, 1, 1, 1, 1], results
+    refusals = [err.decode() for code, _, err in results if code == 1]
+    assert all("already has run #" in err for err in refusals), refusals
+    assert Run.objects.filter(task__name="shared").count() == 1
+
+
+def test_two_runs_claimed_at_once_only_one_runs(make_task):
+    """Two queued runs of one task (as after a crash between the checks): the
+    claim lets one run and marks the other skipped."""
+    task = make_task("pair", "print(1)")
+    first = services.start_run(task)
+    second = Run.objects.create(task=task)  # bypasses the start check on purpose
+    assert services.claim_run(first.pk, "w:1") is not None
+    assert services.claim_run(second.pk, "w:2") is None
+    second.refresh_from_db()
+    assert second.status == S.SKIPPED
+    assert f"run #{first.pk}" in second.reason
+
+
+def test_the_database_refuses_a_second_running_run(make_task):
+    from django.db import IntegrityError, transaction
+
+    task = make_task("guard", "print(1)")
+    Run.objects.create(task=task, status=S.RUNNING)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Run.objects.create(task=task, status=S.RUNNING)
+
+
+@pytest.mark.slow
+def test_runs_fired_in_a_loop_never_overlap(make_task, cluster, tmp_path):
+    """Starts fired for several seconds at two tasks served by two clusters:
+    the scripts' own records show no two runs of one task at once."""
+    record = tmp_path / "spans"
+    code = f"""
+        import os, time
+        start = time.time()
+        time.sleep(0.15)
+        with open({str(record)!r}, "a") as fh:
+            fh.write(f"{{os.environ['TASKRUN_TASK']}} {{start}} {{time.time()}}\\n")
+    """
+    tasks = [make_task("loop_a", code), make_task("loop_b", code)]
+    cluster()
+    cluster()
+    accepted = 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        for task in tasks:
+            try:
+                services.start_run(task)
+                accepted += 1
+            except services.RunRefused:
+                pass
+        time.sleep(0.02)
+    wait_for(
+        lambda: not Run.objects.filter(status__in=S.active()).exists(),
+        timeout=60,
+        message="runs did not finish",
+    )
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for line in record.read_text().splitlines():
+        name, start, end = line.split()
+        spans.setdefault(name, []).append((float(start), float(end)))
+    assert accepted >= 6
+    assert sum(len(v) for v in spans.values()) == Run.objects.filter(status=S.SUCCEEDED).count()
+    assert Run.objects.exclude(status=S.SUCCEEDED).count() == 0
+    for name, intervals in spans.items():
+        intervals.sort()
+        for (_, end), (start, _) in zip(intervals, intervals[1:]):
+            assert start >= end, f"two runs of {name} overlapped"
