@@ -22,6 +22,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from runs import drain, process, scripts, services
 from runs.models import CodeRevision, Run
 from runs.output import LogSink, OutputReader
+from runs.usage import RunUsage
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Supervisor:
         self.fence_after = settings.LEASE_SECONDS / 2
         self.last_heartbeat = time.monotonic()
         self.outcome: tuple[str, str] | None = None  # (status, reason)
+        self.usage: RunUsage | None = None
 
     # -- the run ----------------------------------------------------------
     def run(self) -> str:
@@ -113,6 +115,7 @@ class Supervisor:
             )
         except OSError as exc:
             return self._start_failed(f"could not start the script: {exc}")
+        self.usage = RunUsage(self.proc.pid, write_every=self.heartbeat_every)
         self.reader = OutputReader(self.proc.stdout, self.wake)
         self.reader.start()
         self.deadline = time.monotonic() + self.task.timeout
@@ -175,7 +178,7 @@ class Supervisor:
         """One supervision step; returns (status, reason) when the run must stop."""
         now = time.monotonic()
         try:
-            alive = self._write()
+            alive = self._write(**(self.usage.sample() if self.usage else {}))
             if alive is None:
                 alive = self._check()
         except DatabaseError as exc:
@@ -272,6 +275,8 @@ class Supervisor:
         code = self.proc.returncode if self.proc is not None else None
         rest = self.sink.encode(self.reader.take(), final=True) if self.reader else b""
         fields = {"exit_code": code, "log_size": self.sink.size, "log_truncated": self.sink.truncated}
+        if self.usage is not None:
+            fields.update(self.usage.finish())
         if self.reader is not None and self.reader.markers_changed:
             fields.update(progress=self.reader.progress, progress_message=self.reader.progress_message)
             if self.reader.result is not None:
