@@ -3,8 +3,9 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.utils.html import format_html
 
-from runs import scripts, services
-from runs.models import Run, RunEvent, Task
+from runs import scripts, services, vault
+from runs.auth import new_token
+from runs.models import ApiToken, Run, RunEvent, Secret, Task
 
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -199,3 +200,127 @@ class RunAdmin(admin.ModelAdmin):
                 messages.warning(request, str(exc))
             else:
                 messages.success(request, f"Cancel requested for run #{run.pk}.")
+
+
+class ApiTokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ["name", "user"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Every staff user keeps their own tokens; superusers see everyone's and
+    may make one for another user. A token acts with its user's permissions,
+    so making one grants nothing new. The token is shown once, at creation;
+    only its SHA-256 is stored. Revoke a token by deleting it."""
+
+    form = ApiTokenForm
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    list_select_related = ["user"]
+    search_fields = ["name", "prefix", "user__username"]
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs if request.user.is_superuser else qs.filter(user=request.user)
+
+    def get_fields(self, request, obj=None):
+        if obj is not None:
+            return ["name", "user", "prefix", "created_at", "last_used_at"]
+        return ["name", "user"] if request.user.is_superuser else ["name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["user", "prefix", "created_at", "last_used_at"] if obj is not None else []
+
+    def get_changeform_initial_data(self, request):
+        return {"user": request.user.pk}
+
+    def _own(self, request, obj=None) -> bool:
+        user = request.user
+        if not (user.is_active and user.is_staff):
+            return False
+        return obj is None or user.is_superuser or obj.user_id == user.pk
+
+    def has_module_permission(self, request):
+        return self._own(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._own(request, obj)
+
+    def has_add_permission(self, request):
+        return self._own(request)
+
+    def has_change_permission(self, request, obj=None):
+        return self._own(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._own(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        token = None
+        if not change:
+            token, obj.prefix, obj.token_hash = new_token()
+            if not obj.user_id:
+                obj.user = request.user
+        super().save_model(request, obj, form, change)
+        if token is not None:
+            messages.warning(
+                request,
+                format_html(
+                    "The token for “{}” is <code>{}</code>. Copy it now: it will not be "
+                    "shown again. Use it as <code>Authorization: Bearer &lt;token&gt;</code>.",
+                    obj.name,
+                    token,
+                ),
+            )
+
+
+class SecretForm(forms.ModelForm):
+    value = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: it is never shown again. Leave empty to keep the current value.",
+    )
+
+    class Meta:
+        model = Secret
+        fields = ["name", "task", "value"]
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        vault.validate_secret_name(name)
+        return name
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("value"):
+            self.add_error("value", "A new secret needs a value.")
+        return cleaned
+
+
+@admin.register(Secret)
+class SecretAdmin(admin.ModelAdmin):
+    form = SecretForm
+    list_display = ["name", "scope", "value_state", "updated_by", "updated_at"]
+    list_filter = [("task", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name"]
+    readonly_fields = ["value_state", "updated_by", "updated_at"]
+
+    def get_fields(self, request, obj=None):
+        return ["name", "task", "value", "value_state", "updated_by", "updated_at"]
+
+    @admin.display(description="Scope")
+    def scope(self, secret):
+        return secret.task.name if secret.task_id else "global"
+
+    @admin.display(description="Value")
+    def value_state(self, secret):
+        return "set" if secret.pk else "—"
+
+    def save_model(self, request, obj, form, change):
+        value = form.cleaned_data.get("value")
+        if value:
+            obj.encrypted_value = vault.encrypt(value)
+            obj.updated_by = request.user
+        super().save_model(request, obj, form, change)

@@ -19,7 +19,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
-from runs import drain, process, scripts, services
+from runs import drain, process, scripts, services, vault
 from runs.models import CodeRevision, Run
 from runs.output import LogSink, OutputReader
 from runs.usage import RunUsage
@@ -68,6 +68,7 @@ class Supervisor:
         self.last_heartbeat = time.monotonic()
         self.outcome: tuple[str, str] | None = None  # (status, reason)
         self.usage: RunUsage | None = None
+        self.masker = vault.Masker([])
 
     # -- the run ----------------------------------------------------------
     def run(self) -> str:
@@ -100,7 +101,15 @@ class Supervisor:
             with open(config_path, "w", encoding="utf-8") as fh:
                 json.dump(run.config, fh)
             extra["TASKRUN_CONFIG"] = config_path
-        env = process.script_env(run.pk, self.task.name, run.attempt, self.task.env, run.env, extra)
+        try:
+            secrets = vault.secrets_for(self.task)
+        except Exception as exc:
+            return self._start_failed(f"could not read the secrets: {exc}")
+        self.masker = vault.Masker(secrets.values())
+        self.sink.masker = self.masker
+        env = process.script_env(
+            run.pk, self.task.name, run.attempt, self.task.env, run.env, secrets, extra
+        )
         try:
             self.proc = subprocess.Popen(
                 process.command(script, run.args),
@@ -205,11 +214,7 @@ class Supervisor:
         was nothing to write, else whether this worker still holds the run."""
         reader = self.reader
         data = self.sink.encode(reader.take()) if reader else b""
-        if reader and reader.markers_changed:
-            reader.markers_changed = False
-            fields.update(progress=reader.progress, progress_message=reader.progress_message)
-            if reader.result is not None:
-                fields["result"] = reader.result
+        fields.update(self._marker_fields())
         heartbeat_due = time.monotonic() - self.last_heartbeat >= self.heartbeat_every
         if not data and not fields and not heartbeat_due:
             return None
@@ -225,6 +230,20 @@ class Supervisor:
         if held:
             self.last_heartbeat = time.monotonic()
         return held
+
+    def _marker_fields(self) -> dict:
+        """Progress and result seen since the last write, secrets masked."""
+        reader = self.reader
+        if reader is None or not reader.markers_changed:
+            return {}
+        reader.markers_changed = False
+        fields = {
+            "progress": reader.progress,
+            "progress_message": self.masker.mask(reader.progress_message),
+        }
+        if reader.result is not None:
+            fields["result"] = self.masker.mask_json(reader.result)
+        return fields
 
     def _check(self) -> bool | str:
         """Read the run's row: False if the lease is gone, the cancel reason if
@@ -277,10 +296,7 @@ class Supervisor:
         fields = {"exit_code": code, "log_size": self.sink.size, "log_truncated": self.sink.truncated}
         if self.usage is not None:
             fields.update(self.usage.finish())
-        if self.reader is not None and self.reader.markers_changed:
-            fields.update(progress=self.reader.progress, progress_message=self.reader.progress_message)
-            if self.reader.result is not None:
-                fields["result"] = self.reader.result
+        fields.update(self._marker_fields())
         for attempt in range(3):
             try:
                 with transaction.atomic():

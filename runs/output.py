@@ -142,17 +142,22 @@ class LogSink:
     (a character split across two reads is kept whole), and past ``cap``
     bytes the log says it was cut and the rest is dropped."""
 
-    def __init__(self, run_id: int, cap: int | None = None, start: int = 0):
+    def __init__(self, run_id: int, cap: int | None = None, start: int = 0, masker=None):
         self.run_id = run_id
         self.cap = cap
         self.size = start
         self.truncated = False
+        self.masker = masker
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     def encode(self, raw: bytes, final: bool = False) -> bytes:
         if self.truncated:
             return b""
-        data = self._decoder.decode(raw, final).encode("utf-8")
+        text = self._decoder.decode(raw, final)
+        if self.masker:
+            # Secret values become ****, also when split across two reads.
+            text = self.masker.feed(text) + (self.masker.flush() if final else "")
+        data = text.encode("utf-8")
         if self.cap is not None and self.size + len(data) > self.cap:
             room = max(0, self.cap - self.size)
             kept = data[:room].decode("utf-8", "ignore").encode("utf-8")

@@ -183,6 +183,10 @@ RUN_MEMORY_MB = env.int("RUN_MEMORY_MB", default=None)
 RUN_CPU_SECONDS = env.int("RUN_CPU_SECONDS", default=None)
 RUN_OUTPUT_MB = env.float("RUN_OUTPUT_MB", default=None)
 WORKER_HOST = env.str("WORKER_HOST", default=socket.gethostname())
+# Encrypts stored secrets; derived from SECRET_KEY when unset. Old keys still
+# decrypt while `rotate_secrets_key` moves everything to the new one.
+SECRETS_KEY = env.str("SECRETS_KEY", default="")
+SECRETS_OLD_KEYS = env.list("SECRETS_OLD_KEYS", default=[])
 
 Q_CLUSTER = {
     "name": "taskrun",
