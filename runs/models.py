@@ -4,11 +4,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from runs.cron import validate_cron, validate_timezone
 from runs.names import script_path, validate_task_name
 
 
@@ -23,7 +25,28 @@ def validate_timeout(value: int) -> None:
         )
 
 
+def default_retry_on() -> list[str]:
+    return ["failed", "timed_out", "lost"]
+
+
+def default_timezone() -> str:
+    return settings.TIME_ZONE
+
+
+def validate_retry_on(value: list[str]) -> None:
+    allowed = {"failed", "timed_out", "lost"}
+    if not isinstance(value, list) or not set(value) <= allowed:
+        raise ValidationError(
+            'Retry on must be a list of "failed", "timed_out" and "lost".'
+        )
+
+
 class Task(models.Model):
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "skip: refuse a new start while a run is queued or running"
+        QUEUE = "queue", "queue: the new run waits for the running one"
+        REPLACE = "replace", "replace: cancel the running one, then start"
+
     name = models.CharField(max_length=64, unique=True, validators=[validate_task_name])
     description = models.TextField(blank=True)
     args = models.JSONField(
@@ -41,6 +64,39 @@ class Task(models.Model):
     )
     enabled = models.BooleanField(
         default=True, help_text="A paused task refuses new runs."
+    )
+    overlap = models.CharField(
+        max_length=8,
+        choices=Overlap.choices,
+        default=Overlap.SKIP,
+        help_text="What a start does while a run of this task is queued or running.",
+    )
+    max_queued = models.PositiveSmallIntegerField(
+        default=1, help_text="With the queue policy: how many runs may wait."
+    )
+    retry_count = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a failed run is tried again (0: never)."
+    )
+    retry_on = models.JSONField(
+        default=default_retry_on,
+        blank=True,
+        validators=[validate_retry_on],
+        help_text='Outcomes that are retried: a list of "failed", "timed_out", "lost".',
+    )
+    retry_delay = models.FloatField(
+        default=10,
+        validators=[MinValueValidator(0)],
+        help_text="Seconds before the first retry.",
+    )
+    retry_backoff = models.FloatField(
+        default=2,
+        validators=[MinValueValidator(1)],
+        help_text="Each retry waits this many times longer than the one before.",
+    )
+    retry_max_delay = models.FloatField(
+        default=3600,
+        validators=[MinValueValidator(0)],
+        help_text="The longest wait before a retry, seconds.",
     )
     # Resource limits; null means the RUN_* setting's default.
     memory_mb = models.PositiveIntegerField(null=True, blank=True)
@@ -80,7 +136,12 @@ class Task(models.Model):
             return ""
 
     def active_run(self) -> Run | None:
-        return self.runs.filter(status__in=Run.Status.active()).order_by("id").first()
+        # The running one first: with the queue policy others wait behind it.
+        return (
+            self.runs.filter(status__in=Run.Status.active())
+            .order_by("-status", "id")
+            .first()
+        )
 
 
 class Run(models.Model):
@@ -148,6 +209,29 @@ class Run(models.Model):
     progress = models.PositiveSmallIntegerField(null=True, blank=True)
     progress_message = models.CharField(max_length=500, blank=True, default="")
     result = models.JSONField(null=True, blank=True)
+
+    # When it may start. A delayed run waits, not counted by the overlap
+    # policy, until ``not_before``; then it is admitted like a new start and
+    # ``not_before`` is cleared. ``scheduled_for`` keeps the time asked for
+    # (a schedule's slot, a delay's end). ``dispatched_at``: when its job went
+    # to the broker; a queued run without it waits in line (queue policy).
+    not_before = models.DateTimeField(null=True, blank=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    schedule = models.ForeignKey(
+        "TaskSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    retry_of = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retry"
+    )
+    upstream = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="downstream_runs",
+        help_text="The run whose end started this one.",
+    )
     log_size = models.BigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
 
@@ -334,3 +418,72 @@ class Secret(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.task.name if self.task_id else 'global'})"
+
+
+class TaskSchedule(models.Model):
+    """A cron schedule of a task. People edit this row; django-q2's Schedule
+    (``job``) does the firing and is kept in step with it (runs.schedules)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="schedules")
+    cron = models.CharField(
+        max_length=100,
+        validators=[validate_cron],
+        help_text="Five fields (minute hour day month weekday), or six with seconds last.",
+    )
+    timezone = models.CharField(
+        max_length=64, default=default_timezone, validators=[validate_timezone]
+    )
+    enabled = models.BooleanField(default=True)
+    last_slot = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="The last slot that fired."
+    )
+    job = models.OneToOneField(
+        "django_q.Schedule",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["task", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.task.name}: {self.cron} ({self.timezone})"
+
+    @property
+    def next_run_at(self):
+        return self.job.next_run if self.job_id and self.job else None
+
+
+class TaskLink(models.Model):
+    """Start ``downstream`` when a run of ``upstream`` ends as ``on`` says."""
+
+    class On(models.TextChoices):
+        SUCCESS = "success"
+        FAILURE = "failure"
+        ANY = "any"
+
+    upstream = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="downstream_links"
+    )
+    downstream = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="upstream_links"
+    )
+    on = models.CharField(max_length=8, choices=On.choices, default=On.SUCCESS)
+
+    class Meta:
+        ordering = ["upstream", "downstream"]
+        constraints = [
+            models.UniqueConstraint(fields=["upstream", "downstream"], name="one_link_per_pair")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.upstream} → {self.downstream} on {self.on}"
+
+    def clean(self) -> None:
+        from runs.chains import check_no_cycle
+
+        if self.upstream_id and self.downstream_id:
+            check_no_cycle(self.upstream, self.downstream, ignore=self.pk)
