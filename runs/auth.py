@@ -69,9 +69,7 @@ def _token_user(request: HttpRequest, header: str) -> Any | None:
     if scheme.lower() != "bearer" or not credentials:
         return None
     token = (
-        ApiToken.objects.select_related("user")
-        .filter(token_hash=hash_token(credentials))
-        .first()
+        ApiToken.objects.select_related("user").filter(token_hash=hash_token(credentials)).first()
     )
     if token is None or not token.user.is_active:
         return None
