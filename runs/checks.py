@@ -67,3 +67,49 @@ def check_task_timeouts(app_configs, databases=None, **kwargs):
             )
         ]
     return []
+
+
+@register()
+def check_run_as_user(app_configs, **kwargs):
+    import pwd
+
+    name = settings.RUN_AS_USER
+    if not name:
+        return []
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return [
+            Error(
+                f"RUN_AS_USER is '{name}', but there is no such user on this host.",
+                hint="Create the user or unset RUN_AS_USER.",
+                id="runs.E006",
+            )
+        ]
+    if not world_can_execute(settings.SCRIPT_PYTHON):
+        return [
+            Error(
+                f"RUN_AS_USER is '{name}', but it cannot execute the Python "
+                f"interpreter {settings.SCRIPT_PYTHON} (a folder on the way is private).",
+                hint="Set SCRIPT_PYTHON to an interpreter other users can run.",
+                id="runs.E007",
+            )
+        ]
+    return []
+
+
+def world_can_execute(path: str) -> bool:
+    """Whether a user without privileges can reach and run ``path``."""
+    import os
+    import stat
+    from pathlib import Path
+
+    target = Path(os.path.realpath(path))
+    for folder in [*reversed(target.parents), target]:
+        try:
+            mode = folder.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from runs import drain, process, scripts, services, vault
+from runs.limits import RunLimits
 from runs.models import CodeRevision, Run
 from runs.output import LogSink, OutputReader
 from runs.usage import RunUsage
@@ -54,8 +56,8 @@ class Supervisor:
         self.run_id = run.pk
         self.worker = worker
         self.task = run.task
-        cap_mb = settings.RUN_OUTPUT_MB
-        self.sink = LogSink(run.pk, cap=int(cap_mb * (1 << 20)) if cap_mb else None)
+        self.limits = RunLimits.for_task(self.task)
+        self.sink = LogSink(run.pk, cap=self.limits.output_bytes)
         self.wake = threading.Event()
         self.proc: subprocess.Popen | None = None
         self.reader: OutputReader | None = None
@@ -107,6 +109,12 @@ class Supervisor:
             return self._start_failed(f"could not read the secrets: {exc}")
         self.masker = vault.Masker(secrets.values())
         self.sink.masker = self.masker
+        if self._run_as:
+            user = pwd.getpwnam(settings.RUN_AS_USER)
+            extra["HOME"] = user.pw_dir
+            if self.tmpdir:
+                os.chown(self.tmpdir, user.pw_uid, user.pw_gid)
+                os.chown(extra["TASKRUN_CONFIG"], user.pw_uid, user.pw_gid)
         env = process.script_env(
             run.pk, self.task.name, run.attempt, self.task.env, run.env, secrets, extra
         )
@@ -119,7 +127,8 @@ class Supervisor:
                 cwd=settings.TASKS_DIR,
                 env=env,
                 start_new_session=True,
-                preexec_fn=process.child_setup,
+                preexec_fn=process.child_setup(self.limits.rlimits()),
+                **self._run_as,
                 close_fds=True,
             )
         except OSError as exc:
@@ -144,6 +153,15 @@ class Supervisor:
             .first()
         )
         Run.objects.filter(pk=self.run_id).update(code_hash=digest, revision_id=revision)
+
+    @property
+    def _run_as(self) -> dict:
+        """Popen arguments that drop to RUN_AS_USER when the worker is root."""
+        name = settings.RUN_AS_USER
+        if not name or os.geteuid() != 0:
+            return {}
+        user = pwd.getpwnam(name)
+        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
     def _start_failed(self, message: str) -> bool:
         self._note(message)
@@ -172,9 +190,11 @@ class Supervisor:
             process.stop_group(proc.pid, grace=1.0, reap=proc.poll)
             self._drain_output()
             code = proc.wait()
-            self.outcome = (
-                (S.SUCCEEDED, "") if code == 0 else (S.FAILED, f"exit code {code}")
-            )
+            if code == 0:
+                self.outcome = (S.SUCCEEDED, "")
+            else:
+                limit = self.limits.explain_exit(code, self.reader.tail)
+                self.outcome = (S.FAILED, limit or f"exit code {code}")
         else:
             status, reason = self.outcome
             grace = settings.KILL_GRACE_SECONDS
@@ -203,7 +223,13 @@ class Supervisor:
         if now >= self.deadline:
             return (S.TIMED_OUT, f"timed out after {self.task.timeout} s")
         if self.sink.truncated:
-            return (S.FAILED, f"output limit {settings.RUN_OUTPUT_MB:g} MB reached")
+            return (S.FAILED, f"output limit {self.limits.output_mb:g} MB reached")
+        if self.usage is not None:
+            over = self.limits.exceeded(
+                self.usage.rss_now, self.usage.cpu_seconds, self.usage.processes_now
+            )
+            if over:
+                return (S.FAILED, over)
         shutdown_at = drain.deadline()
         if shutdown_at is not None and time.time() >= shutdown_at:
             return (S.CANCELLED, "worker shutdown")
@@ -293,7 +319,11 @@ class Supervisor:
     def _finish(self, status: str, reason: str) -> str:
         code = self.proc.returncode if self.proc is not None else None
         rest = self.sink.encode(self.reader.take(), final=True) if self.reader else b""
-        fields = {"exit_code": code, "log_size": self.sink.size, "log_truncated": self.sink.truncated}
+        fields = {
+            "exit_code": code,
+            "log_size": self.sink.size,
+            "log_truncated": self.sink.truncated,
+        }
         if self.usage is not None:
             fields.update(self.usage.finish())
         fields.update(self._marker_fields())

@@ -37,6 +37,8 @@ class OutputReader(threading.Thread):
         self.progress_message = ""
         self.result: dict | None = None
         self.markers_changed = False
+        # The last bytes read, to explain a failure (a MemoryError, say).
+        self.tail = b""
         self._at_line_start = True
         self._marker_line: bytearray | None = None
 
@@ -48,6 +50,7 @@ class OutputReader(threading.Thread):
                 if not chunk:
                     break
                 self._scan_markers(chunk)
+                self.tail = self.tail[-2048:] + chunk[-2048:]
                 with self.cond:
                     while self.pending_size >= self.max_pending and not self.closed:
                         self.wake.set()

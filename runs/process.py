@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -47,16 +48,25 @@ def script_env(run_id: int, task_name: str, attempt: int, *layers: dict) -> dict
 
 
 def command(script: Path, args: list[str]) -> list[str]:
-    return [sys.executable, "-u", str(script), *[str(a) for a in args]]
+    return [settings.SCRIPT_PYTHON, "-u", str(script), *[str(a) for a in args]]
 
 
-def child_setup() -> None:
-    """Runs in the child between fork and exec: die with the supervisor."""
-    if _libc is not None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        # The supervisor may have died before prctl took effect.
-        if os.getppid() == 1:
-            os._exit(137)
+def child_setup(rlimits: list[tuple[int, int, int]]):
+    """What runs in the child between fork and exec: die with the supervisor,
+    and take the run's rlimits. Only async-signal-safe-ish calls here (no
+    logging, no locks): other threads of the supervisor may hold them."""
+    parent = os.getpid()
+
+    def setup() -> None:
+        if _libc is not None:
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            # The supervisor may have died before prctl took effect.
+            if os.getppid() != parent:
+                os._exit(137)
+        for which, soft, hard in rlimits:
+            resource.setrlimit(which, (soft, hard))
+
+    return setup
 
 
 def stop_group(pgid: int, grace: float, reap=None) -> None:

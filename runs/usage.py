@@ -64,6 +64,9 @@ class RunUsage:
         self.cpu_gone = 0.0
         self.cpu_seconds = 0.0
         self.peak_rss = 0
+        # The latest sample, for the run's limits.
+        self.rss_now = 0
+        self.processes_now = 0
         self.last_cpu: tuple[float, float] | None = None  # (monotonic, cpu seconds)
         self.step = every  # seconds one point of the series covers
         self.series: list[list[float]] = []
@@ -143,6 +146,7 @@ class RunUsage:
         # Never go down: a figure that was read stays spent.
         self.cpu_seconds = max(self.cpu_seconds, self.cpu_gone + sum(self.cpu_of.values()))
         self.peak_rss = max(self.peak_rss, rss_total)
+        self.rss_now, self.processes_now = rss_total, len(alive)
         percent = 0.0
         if self.last_cpu is not None and now > self.last_cpu[0]:
             percent = 100.0 * (self.cpu_seconds - self.last_cpu[1]) / (now - self.last_cpu[0])

@@ -1,11 +1,14 @@
 """taskrun settings: every value comes from the environment, with a default that
 works on a laptop (SQLite in ./var, scripts in ./tasks, no other service)."""
 
+import os
 import secrets
 import socket
+import sys
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -16,8 +19,17 @@ DEBUG = env.bool("DEBUG", default=False)
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
 TASKS_DIR = Path(env.str("TASKS_DIR", default=str(BASE_DIR / "tasks"))).resolve()
 LOGS_DIR = Path(env.str("LOGS_DIR", default=str(DATA_DIR / "logs"))).resolve()
-for _folder in (DATA_DIR, LOGS_DIR):
-    _folder.mkdir(parents=True, exist_ok=True)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why this process cannot write into ``folder`` (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or exc.__class__.__name__
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no write permission for uid {os.getuid()}"
+    return None
 
 
 def _secret_key() -> str:
@@ -25,6 +37,14 @@ def _secret_key() -> str:
     key = env.str("SECRET_KEY", default="")
     if key:
         return key
+    # One readable line, not a traceback: the first thing a container with a
+    # read-only or wrongly owned volume prints.
+    problem = _unwritable(DATA_DIR)
+    if problem:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and DATA_DIR {DATA_DIR} is not writable to keep a "
+            f"generated one ({problem}): set SECRET_KEY or make DATA_DIR writable."
+        )
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
         # O_EXCL: when several processes start together only one key is written.
@@ -40,8 +60,36 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+for _name, _folder in (("DATA_DIR", DATA_DIR), ("LOGS_DIR", LOGS_DIR)):
+    if _problem := _unwritable(_folder):
+        raise ImproperlyConfigured(
+            f"{_name} {_folder} is not writable ({_problem}): it holds "
+            + ("the application log." if _name == "LOGS_DIR" else "the database and caches.")
+        )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+# Full origins ("https://taskrun.example.com"); needed only when the browser's
+# origin differs from the host Django sees (a proxy that rewrites Host or port).
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- production: HTTPS and proxies ------------------------------------------
+# Behind a proxy that terminates TLS, trust its X-Forwarded-Proto (the proxy
+# must set it and drop the client's own), so that request.is_secure() is true.
+if env.bool("BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+HTTPS = env.bool("HTTPS", default=False)
+if HTTPS:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Health probes come over plain HTTP from inside the container or host.
+    SECURE_REDIRECT_EXEMPT = [r"^health$"]
+    SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading binds the whole registrable domain and is asked for on
+        # hstspreload.org; that is the domain owner's call, not a default.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
     # runs comes before django_q so that its qcluster command (which adds the
@@ -88,11 +136,7 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------
-DATABASES = {
-    "default": env.db(
-        "DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'taskrun.sqlite3'}"
-    )
-}
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'taskrun.sqlite3'}")}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # select_for_update does nothing on SQLite: IMMEDIATE transactions take the
@@ -104,9 +148,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
             "init_command": (
-                "PRAGMA journal_mode=WAL;"
-                "PRAGMA synchronous=NORMAL;"
-                "PRAGMA busy_timeout=30000;"
+                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=30000;"
             ),
         }
     )
@@ -153,8 +195,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+# The Docker image collects static files at build time, outside the DATA_DIR
+# volume (which would hide them and keep an old manifest across upgrades).
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static"))).resolve()
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -179,10 +223,22 @@ KILL_GRACE_SECONDS = env.float("KILL_GRACE_SECONDS", default=5)
 LOG_FLUSH_SECONDS = env.float("LOG_FLUSH_SECONDS", default=0.5)
 SCRIPT_ENV_PASSTHROUGH = env.list("SCRIPT_ENV_PASSTHROUGH", default=[])
 RUN_AS_USER = env.str("RUN_AS_USER", default="")
+# The interpreter scripts run with: taskrun's own by default, or another
+# virtualenv's python that holds the scripts' own dependencies.
+SCRIPT_PYTHON = env.str("SCRIPT_PYTHON", default=sys.executable)
 RUN_MEMORY_MB = env.int("RUN_MEMORY_MB", default=None)
 RUN_CPU_SECONDS = env.int("RUN_CPU_SECONDS", default=None)
 RUN_OUTPUT_MB = env.float("RUN_OUTPUT_MB", default=None)
+# Safe defaults of their own: processes in one run's tree, open files each.
+RUN_MAX_PROCESSES = env.int("RUN_MAX_PROCESSES", default=256)
+RUN_OPEN_FILES = env.int("RUN_OPEN_FILES", default=1024)
 WORKER_HOST = env.str("WORKER_HOST", default=socket.gethostname())
+# How often each cluster fires due schedules and releases delayed runs: a
+# schedule or delay starts at most about this late.
+SCHEDULER_INTERVAL = env.float("SCHEDULER_INTERVAL", default=2)
+# Lets Prometheus scrape /metrics with "Authorization: Bearer <token>";
+# unset, only logged-in staff see it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Encrypts stored secrets; derived from SECRET_KEY when unset. Old keys still
 # decrypt while `rotate_secrets_key` moves everything to the new one.
 SECRETS_KEY = env.str("SECRETS_KEY", default="")
@@ -206,7 +262,12 @@ Q_CLUSTER = {
     "poll": env.float("Q_POLL", default=0.2),
     "save_limit": 100,
     "cache": "default",
+    # A slot missed while no cluster ran fires once when one comes back, not
+    # once per missed slot.
     "catch_up": False,
+    # The sentinel would run the scheduler only every 30 s; each cluster's
+    # clock (runs.schedules.Clock) runs it every SCHEDULER_INTERVAL instead.
+    "scheduler": False,
     "label": "Task queue",
 }
 if REDIS_URL:
@@ -220,15 +281,23 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
-        },
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "plain",
+        },
+        # Many processes write app.log (gunicorn workers, cluster workers,
+        # several containers on one volume). RotatingFileHandler would let each
+        # of them rotate on its own and lose lines; this one rotates under a
+        # lock file shared by all of them, and reopens after a fork.
         "file": {
-            "class": "logging.handlers.WatchedFileHandler",
+            "class": "concurrent_log_handler.ConcurrentRotatingFileHandler",
             "filename": str(LOGS_DIR / "app.log"),
+            "maxBytes": int(env.float("LOG_MAX_MB", default=10) * (1 << 20)),
+            "backupCount": env.int("LOG_BACKUPS", default=5),
             "formatter": "plain",
         },
     },

@@ -51,7 +51,10 @@ def test_processes_starting_one_task_get_exactly_one_run(make_task, tasks_dir):
     procs = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "run_task", "shared"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for _ in range(6)
     ]
@@ -124,5 +127,5 @@ def test_runs_fired_in_a_loop_never_overlap(make_task, cluster, tmp_path):
     assert Run.objects.exclude(status=S.SUCCEEDED).count() == 0
     for name, intervals in spans.items():
         intervals.sort()
-        for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
             assert start >= end, f"two runs of {name} overlapped"

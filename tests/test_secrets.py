@@ -117,13 +117,17 @@ def test_the_admin_never_shows_the_value_again(client):
     listing = client.get("/admin/runs/secret/")
     assert VALUE.encode() not in listing.content
     # Saving without a value keeps the old one.
-    client.post(f"/admin/runs/secret/{secret.pk}/change/", {"name": "SHOWN_ONCE", "task": "", "value": ""})
+    client.post(
+        f"/admin/runs/secret/{secret.pk}/change/", {"name": "SHOWN_ONCE", "task": "", "value": ""}
+    )
     secret.refresh_from_db()
     assert vault.decrypt(secret.encrypted_value) == VALUE
 
 
 def test_masker_never_lets_a_split_value_through():
     masker = vault.Masker(["abcdef", "xyz"])
-    out = "".join(masker.feed(piece) for piece in ["123 ab", "cd", "ef 4 x", "yz!"]) + masker.flush()
+    out = (
+        "".join(masker.feed(piece) for piece in ["123 ab", "cd", "ef 4 x", "yz!"]) + masker.flush()
+    )
     assert out == "123 **** 4 ****!"
     assert vault.Masker(["ab"]).mask("ab") == "ab"  # too short to mask
