@@ -1,0 +1,122 @@
+"""/health, /api/system/health and `manage.py health`: fast, and honest about
+what is down."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from monitor.health import alive_clusters
+from runs import services
+from runs.models import Run
+from tests.api_client import Api, make_user
+from tests.conftest import ROOT, subprocess_env, wait_for
+
+# A /health request in a process of its own, timed around the request only.
+PROBE = """
+import json, time, django
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+start = time.monotonic()
+response = Client().get("/health")
+print(json.dumps({"status": response.status_code, "body": response.json(),
+                  "seconds": time.monotonic() - start}))
+"""
+
+
+def probe_health(tmp_path: Path, database_url: str) -> dict:
+    env = subprocess_env(tmp_path, DATABASE_URL=database_url, DATA_DIR=str(tmp_path / "data"))
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+
+@pytest.mark.django_db
+def test_health_is_503_naming_the_workers_when_no_cluster_is_alive():
+    # A cluster of an earlier test may still be in the cache for 3 seconds.
+    wait_for(lambda: alive_clusters() == 0, timeout=10)
+    start = time.monotonic()
+    response = Client().get("/health")
+    assert time.monotonic() - start < 2
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["checks"] == {"database": "ok", "broker": "ok", "workers": 0}
+    assert body["failing"] == ["workers"]
+
+
+def test_health_is_503_fast_when_the_database_hangs(tmp_path):
+    # A server that accepts connections and never answers: the connect would
+    # wait for PostgreSQL's connect_timeout (5 s) without a deadline.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        result = probe_health(tmp_path, f"postgres://taskrun@127.0.0.1:{port}/taskrun")
+    assert result["status"] == 503
+    assert result["seconds"] < 2
+    assert result["body"]["checks"]["database"].startswith("error")
+    assert "database" in result["body"]["failing"]
+
+
+def test_health_is_503_fast_when_nothing_listens_on_the_database_port(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: refused
+        result = probe_health(tmp_path, f"postgres://taskrun@127.0.0.1:{port}/taskrun")
+    assert result["status"] == 503
+    assert result["seconds"] < 2
+    assert result["body"]["checks"]["database"].startswith("error")
+    # The ORM broker lives in the same database.
+    assert set(result["body"]["failing"]) == {"database", "broker", "workers"}
+
+
+@pytest.mark.django_db
+def test_health_command_exits_non_zero_when_a_check_fails(capsys):
+    wait_for(lambda: alive_clusters() == 0, timeout=10)
+    with pytest.raises(SystemExit) as exited:
+        call_command("health")
+    assert exited.value.code == 1
+    out = capsys.readouterr().out
+    assert "database" in out and "UNHEALTHY: workers" in out
+
+
+@pytest.mark.slow
+def test_with_a_live_cluster_everything_is_healthy_and_busy_workers_are_counted(
+    cluster, make_task, capsys
+):
+    from monitor.clusters import clusters
+    from monitor.models import HostSample
+
+    cluster()
+    response = wait_for(lambda: (r := Client().get("/health")).status_code == 200 and r)
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"] == "ok" and body["checks"]["broker"] == "ok"
+    assert body["checks"]["workers"] >= 1
+    assert Api(make_user("Viewers")).get("/api/system/health").status_code == 200
+    call_command("health")  # no SystemExit: healthy
+    assert "healthy" in capsys.readouterr().out
+
+    (live,) = clusters()
+    assert live["workers"] == 3 and live["busy"] == 0
+    task = make_task("nap", "import time; time.sleep(30)")
+    run = services.start_run(task)
+    wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING)
+    wait_for(lambda: clusters()[0]["busy"] == 1, message="the busy worker was not counted")
+    # The worker host's history is being written by one of its workers.
+    wait_for(lambda: HostSample.objects.exists(), message="no host sample was recorded")
+    services.request_cancel(Run.objects.get(pk=run.pk), actor="test")
+    wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.CANCELLED)
