@@ -1,0 +1,185 @@
+"""Forms of the pages: starting a run with arguments, environment and config,
+and filtering the run list."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any
+
+from django import forms
+
+from runs.models import Run, Task
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ARGS = 200
+MAX_ENV = 200
+
+
+class RunTaskForm(forms.Form):
+    """Arguments, environment variables and a JSON config for one run. What
+    the user typed is checked whole before anything is queued."""
+
+    ARGS_LINES = "lines"
+    ARGS_SHELL = "shell"
+
+    args = forms.CharField(
+        label="Arguments",
+        required=False,
+        strip=False,
+        max_length=20000,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "mono", "spellcheck": "false"}),
+    )
+    args_style = forms.ChoiceField(
+        label="Split arguments",
+        choices=[
+            (ARGS_LINES, "one per line"),
+            (ARGS_SHELL, "like a shell (quotes group words)"),
+        ],
+        initial=ARGS_LINES,
+        widget=forms.RadioSelect,
+    )
+    env = forms.CharField(
+        label="Environment",
+        required=False,
+        max_length=20000,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "class": "mono", "spellcheck": "false", "placeholder": "KEY=value"}
+        ),
+        help_text="KEY=VALUE, one per line; added to the task's own variables.",
+    )
+    config = forms.CharField(
+        label="JSON config",
+        required=False,
+        max_length=100000,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "class": "mono", "spellcheck": "false", "placeholder": "{}"}
+        ),
+        help_text="A JSON object; the script finds its path in TASKRUN_CONFIG.",
+    )
+
+    @classmethod
+    def for_task(cls, task: Task) -> RunTaskForm:
+        """An unbound form showing the task's default arguments."""
+        args = [str(a) for a in task.args or []]
+        if any("\n" in a or a != a.strip() or a == "" for a in args):
+            initial = {"args": shlex.join(args), "args_style": cls.ARGS_SHELL}
+        else:
+            initial = {"args": "\n".join(args), "args_style": cls.ARGS_LINES}
+        return cls(initial=initial)
+
+    def clean_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for number, line in enumerate(self.cleaned_data["env"].splitlines(), start=1):
+            line = line.rstrip("\r")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, value = line.partition("=")
+            name = name.strip()
+            if not sep:
+                raise forms.ValidationError(f"Line {number}: expected KEY=VALUE.")
+            if not ENV_NAME_RE.fullmatch(name):
+                raise forms.ValidationError(
+                    f"Line {number}: '{name}' is not a variable name "
+                    "(letters, digits and _, not starting with a digit)."
+                )
+            if name.upper().startswith("TASKRUN_"):
+                raise forms.ValidationError(
+                    f"Line {number}: TASKRUN_ variables are set by taskrun."
+                )
+            if name in env:
+                raise forms.ValidationError(f"Line {number}: {name} is given twice.")
+            if "\x00" in value:
+                raise forms.ValidationError(f"Line {number}: the value holds a NUL character.")
+            env[name] = value
+        if len(env) > MAX_ENV:
+            raise forms.ValidationError(f"At most {MAX_ENV} variables.")
+        return env
+
+    def clean_config(self) -> dict[str, Any] | None:
+        text = self.cleaned_data["config"].strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc}.") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The config must be a JSON object, like {"key": "value"}.')
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        text = data.get("args")
+        style = data.get("args_style")
+        if text is None or style is None:
+            return data
+        if style == self.ARGS_SHELL:
+            try:
+                args = shlex.split(text)
+            except ValueError as exc:
+                self.add_error("args", f"Cannot split the arguments: {exc}.")
+                return data
+        else:
+            args = [line.strip() for line in text.splitlines() if line.strip()]
+        if any("\x00" in a for a in args):
+            self.add_error("args", "An argument holds a NUL character.")
+        elif len(args) > MAX_ARGS:
+            self.add_error("args", f"At most {MAX_ARGS} arguments.")
+        else:
+            data["arg_list"] = args
+        return data
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The arguments of services.start_run, once the form is valid."""
+        return {
+            "args": self.cleaned_data["arg_list"],
+            "env": self.cleaned_data["env"],
+            "config": self.cleaned_data["config"],
+        }
+
+
+_DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+
+
+class RunFilterForm(forms.Form):
+    task = forms.ModelChoiceField(
+        queryset=Task.objects.order_by("name"),
+        to_field_name="name",
+        required=False,
+        empty_label="all tasks",
+    )
+    status = forms.ChoiceField(
+        label="State", choices=[("", "all states"), *Run.Status.choices], required=False
+    )
+    trigger = forms.ChoiceField(
+        choices=[("", "all triggers"), *Run.Trigger.choices], required=False
+    )
+    since = forms.DateTimeField(
+        label="Queued from",
+        required=False,
+        input_formats=_DATETIME_FORMATS,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    until = forms.DateTimeField(
+        label="to",
+        required=False,
+        input_formats=_DATETIME_FORMATS,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+
+    def filter(self, runs: Any) -> Any:
+        """Narrow a Run queryset by whichever fields were valid."""
+        data = getattr(self, "cleaned_data", {})
+        if data.get("task"):
+            runs = runs.filter(task=data["task"])
+        if data.get("status"):
+            runs = runs.filter(status=data["status"])
+        if data.get("trigger"):
+            runs = runs.filter(trigger=data["trigger"])
+        if data.get("since"):
+            runs = runs.filter(queued_at__gte=data["since"])
+        if data.get("until"):
+            runs = runs.filter(queued_at__lt=data["until"])
+        return runs

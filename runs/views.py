@@ -1,0 +1,539 @@
+"""The server-rendered pages (dashboard, tasks, runs) and the small JSON
+endpoints their scripts poll. Every state change goes through runs.services;
+these views only check permissions, read forms and pick a template."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import Count, QuerySet
+from django.db.models.functions import TruncHour
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from runs import services
+from runs.forms import RunFilterForm, RunTaskForm
+from runs.models import LogChunk, Run, Task
+from runs.revisions import diff_lines, revision_history
+
+S = Run.Status
+
+# The run page renders only the end of a log; earlier parts come on request,
+# and the whole log only as a download.
+LOG_TAIL_BYTES = 64 * 1024
+# The most one poll of a live log returns.
+LOG_LIVE_MAX_BYTES = 256 * 1024
+# A client further behind than this (a tab asleep beside a chatty script)
+# jumps to the tail instead of crawling through the middle.
+LOG_CATCH_UP_BYTES = 4 * LOG_LIVE_MAX_BYTES
+RUNS_PAGE_SIZE = 50
+TASK_HISTORY_SIZE = 20
+SPARK_RUNS = 20
+FAILED_STATES = [S.FAILED, S.TIMED_OUT, S.LOST]
+
+view_runs = permission_required("runs.view_run", raise_exception=True)
+view_tasks = permission_required("runs.view_task", raise_exception=True)
+start_runs = permission_required("runs.run_task", raise_exception=True)
+
+
+def _partial(request: HttpRequest) -> bool:
+    """The page's refresh script asks for the live part of the page only."""
+    return request.GET.get("partial") == "1"
+
+
+def _refresh(request: HttpRequest, template: str, context: dict[str, Any]) -> JsonResponse:
+    return JsonResponse(
+        {"html": render_to_string(template, context, request), "live": context["live"]}
+    )
+
+
+# --- dashboard ---------------------------------------------------------------
+
+
+@dataclass
+class HourBar:
+    """One bar of the runs-per-hour chart, with its SVG geometry."""
+
+    hour: datetime
+    counts: dict[str, int]
+    total: int
+    x: float
+    segments: list[dict[str, Any]]
+    title: str
+
+
+CHART_GROUPS = [
+    # (CSS class, states, label) from the bottom of a bar up.
+    ("ok", [S.SUCCEEDED], "succeeded"),
+    ("bad", FAILED_STATES, "failed"),
+    ("other", [S.CANCELLED, S.SKIPPED], "cancelled or skipped"),
+    ("live", S.active(), "queued or running"),
+]
+CHART_HEIGHT = 120
+CHART_BAR = 24  # width of one hour, including the gap
+
+
+def hourly_chart(now: datetime, hours: int = 24) -> dict[str, Any]:
+    """Runs per hour over the last ``hours`` hours, stacked by outcome."""
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = end - timedelta(hours=hours)
+    rows = (
+        Run.objects.filter(queued_at__gte=start)
+        .annotate(hour=TruncHour("queued_at"))
+        .values_list("hour", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    per_hour: dict[datetime, dict[str, int]] = {}
+    for hour, status, n in rows:
+        per_hour.setdefault(hour, {})[status] = per_hour.get(hour, {}).get(status, 0) + n
+    slots = [start + timedelta(hours=i) for i in range(hours)]
+    top = max([sum(per_hour.get(h, {}).values()) for h in slots] + [1])
+    bars = []
+    for i, hour in enumerate(slots):
+        counts = per_hour.get(hour, {})
+        total = sum(counts.values())
+        segments = []
+        y = float(CHART_HEIGHT)
+        parts = []
+        for css, states, label in CHART_GROUPS:
+            n = sum(counts.get(s, 0) for s in states)
+            if not n:
+                continue
+            height = n / top * CHART_HEIGHT
+            y -= height
+            segments.append({"css": css, "y": round(y, 1), "height": round(height, 1)})
+            parts.append(f"{n} {label}")
+        local = timezone.localtime(hour)
+        title = f"{local:%H:00}: {total} run{'s' if total != 1 else ''}"
+        if parts:
+            title += " (" + ", ".join(parts) + ")"
+        bars.append(HourBar(hour, counts, total, i * CHART_BAR, segments, title))
+    labels = [
+        {"x": bar.x + CHART_BAR / 2, "text": f"{timezone.localtime(bar.hour):%H:00}"}
+        for i, bar in enumerate(bars)
+        if i % 6 == 0
+    ]
+    return {
+        "bars": bars,
+        "labels": labels,
+        "top": top,
+        "width": hours * CHART_BAR,
+        "height": CHART_HEIGHT,
+        "bar_width": CHART_BAR - 4,
+        "total": sum(bar.total for bar in bars),
+    }
+
+
+def _dashboard_context() -> dict[str, Any]:
+    now = timezone.now()
+    running = list(
+        Run.objects.filter(status=S.RUNNING)
+        .select_related("task", "triggered_by")
+        .order_by("started_at", "id")[:50]
+    )
+    queued_qs = Run.objects.filter(status=S.QUEUED)
+    queued = list(queued_qs.select_related("task", "triggered_by").order_by("id")[:20])
+    queued_count = queued_qs.count() if len(queued) == 20 else len(queued)
+    failures = list(
+        Run.objects.filter(status__in=FAILED_STATES).select_related("task").order_by("-id")[:10]
+    )
+    counts = dict(
+        Run.objects.filter(queued_at__gte=now - timedelta(hours=24))
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return {
+        "running": running,
+        "queued": queued,
+        "queued_count": queued_count,
+        "failures": failures,
+        "counts": [(value, label, counts.get(value, 0)) for value, label in S.choices],
+        "chart": hourly_chart(now),
+        "live": bool(running or queued),
+        "now": now,
+    }
+
+
+@never_cache
+@login_required
+@view_runs
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = _dashboard_context()
+    if _partial(request):
+        return _refresh(request, "runs/_dashboard_live.html", context)
+    return render(request, "runs/dashboard.html", context)
+
+
+# --- tasks -------------------------------------------------------------------
+
+
+def sparkline(runs: list[Run], width: int = 100, height: int = 24) -> dict[str, Any] | None:
+    """SVG points of the durations of ``runs`` (newest first), oldest on the left."""
+    finished = [r for r in reversed(runs) if r.started_at and r.finished_at]
+    if len(finished) < 2:
+        return None
+    seconds = [(r.finished_at - r.started_at).total_seconds() for r in finished]
+    top = max(seconds) or 1.0
+    step = width / (len(seconds) - 1)
+    points = []
+    for i, (run, value) in enumerate(zip(finished, seconds, strict=True)):
+        x = round(i * step, 1)
+        y = round(height - 2 - value / top * (height - 4), 1)
+        points.append({"x": x, "y": y, "bad": run.status != S.SUCCEEDED})
+    return {
+        "points": " ".join(f"{p['x']},{p['y']}" for p in points),
+        "marks": [p for p in points if p["bad"]],
+        "last": points[-1],
+        "width": width,
+        "height": height,
+        "min": min(seconds),
+        "max": max(seconds),
+        "count": len(seconds),
+    }
+
+
+def _task_rows() -> list[dict[str, Any]]:
+    rows = []
+    for task in Task.objects.order_by("name"):
+        # One short index range per task (task, -id): cheap however long the
+        # history is, unlike a window over the whole run table.
+        recent = list(task.runs.select_related("task").order_by("-id")[:SPARK_RUNS])
+        rows.append(
+            {
+                "task": task,
+                "last": recent[0] if recent else None,
+                "live": bool(recent) and recent[0].is_active,
+                "spark": sparkline(recent),
+            }
+        )
+    return rows
+
+
+@never_cache
+@login_required
+@view_tasks
+def task_list(request: HttpRequest) -> HttpResponse:
+    rows = _task_rows()
+    context = {"rows": rows, "live": any(row["live"] for row in rows)}
+    if _partial(request):
+        return _refresh(request, "runs/_task_rows.html", context)
+    return render(request, "runs/task_list.html", context)
+
+
+def _task_history(task: Task) -> dict[str, Any]:
+    runs = list(
+        task.runs.select_related("task", "triggered_by").order_by("-id")[: TASK_HISTORY_SIZE + 1]
+    )
+    return {
+        "runs": runs[:TASK_HISTORY_SIZE],
+        "more": len(runs) > TASK_HISTORY_SIZE,
+        "live": any(run.is_active for run in runs[:1]),
+    }
+
+
+@never_cache
+@login_required
+@view_tasks
+def task_detail(request: HttpRequest, name: str, form: RunTaskForm | None = None) -> HttpResponse:
+    task = get_object_or_404(Task, name=name)
+    history = _task_history(task)
+    context = {"task": task, **history}
+    if _partial(request):
+        return _refresh(request, "runs/_task_history.html", context)
+    context.update(
+        code=task.read_code(),
+        revisions=revision_history(task),
+        form=form or RunTaskForm.for_task(task),
+        active=task.active_run(),
+    )
+    return render(request, "runs/task_detail.html", context, status=400 if form else 200)
+
+
+@login_required
+@start_runs
+@require_POST
+def run_task(request: HttpRequest, name: str) -> HttpResponse:
+    """Start a run: with the task's defaults (the Run button of the list), or
+    with what the task page's form says."""
+    task = get_object_or_404(Task, name=name)
+    kwargs: dict[str, Any] = {}
+    if "args" in request.POST:
+        form = RunTaskForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "The run was not started: see the form below.")
+            return task_detail(request, name, form=form)
+        kwargs = form.run_kwargs()
+    return _start(request, task, **kwargs)
+
+
+def _start(request: HttpRequest, task: Task, **kwargs: Any) -> HttpResponse:
+    try:
+        run = services.start_run(task, trigger=Run.Trigger.MANUAL, user=request.user, **kwargs)
+    except services.RunRefused as exc:
+        messages.error(request, str(exc))
+        if exc.run is not None:
+            return redirect("runs:detail", exc.run.pk)
+        return redirect("runs:task", task.name)
+    messages.success(request, f"Run #{run.pk} of {task.name} is queued.")
+    return redirect("runs:detail", run.pk)
+
+
+# --- runs --------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    runs: list[Run]
+    newer: int | None  # id to pass as ?after= for the newer page, if any
+    older: int | None  # id to pass as ?before= for the older page, if any
+
+
+def _cursor(request: HttpRequest, key: str) -> int | None:
+    try:
+        value = int(request.GET.get(key, ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def keyset_page(runs: QuerySet[Run], before: int | None, after: int | None, size: int) -> Page:
+    """One page of runs, newest first, without counting the table: fetch one
+    row more than the page to know whether there is another, and walk by id,
+    which the (…, -id) indexes serve directly."""
+    if after is not None and before is None:
+        rows = list(runs.filter(id__gt=after).order_by("id")[: size + 1])
+        has_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        edge = rows[-1].id if rows else after + 1
+        older = edge if runs.filter(id__lt=edge).exists() else None
+        newer = rows[0].id if has_newer else None
+    else:
+        window = runs.filter(id__lt=before) if before is not None else runs
+        rows = list(window.order_by("-id")[: size + 1])
+        has_older = len(rows) > size
+        rows = rows[:size]
+        older = rows[-1].id if has_older else None
+        newer = None
+        if before is not None:
+            edge = rows[0].id if rows else before - 1
+            newer = edge if runs.filter(id__gt=edge).exists() else None
+    return Page(runs=rows, newer=newer, older=older)
+
+
+@never_cache
+@login_required
+@view_runs
+def run_list(request: HttpRequest) -> HttpResponse:
+    form = RunFilterForm(request.GET or None)
+    form.is_valid()
+    runs = form.filter(Run.objects.select_related("task", "triggered_by"))
+    page = keyset_page(runs, _cursor(request, "before"), _cursor(request, "after"), RUNS_PAGE_SIZE)
+    live = any(run.is_active for run in page.runs)
+    context = {"form": form, "page": page, "runs": page.runs, "live": live}
+    if _partial(request):
+        return _refresh(request, "runs/_run_page.html", context)
+    return render(request, "runs/run_list.html", context)
+
+
+def _get_run(run_id: int) -> Run:
+    return get_object_or_404(
+        Run.objects.select_related("task", "triggered_by", "revision", "revision__author"),
+        pk=run_id,
+    )
+
+
+def code_changes(run: Run) -> dict[str, Any]:
+    """What changed in the code between the task's last successful run
+    before this one and this run."""
+    last_ok = (
+        Run.objects.filter(task_id=run.task_id, status=S.SUCCEEDED, id__lt=run.pk)
+        .select_related("revision")
+        .order_by("-id")
+        .first()
+    )
+    info: dict[str, Any] = {"last_ok": last_ok, "diff": None, "state": ""}
+    if not run.code_hash:
+        info["state"] = "unknown"  # not started yet, or the script was missing
+    elif last_ok is None:
+        info["state"] = "no_success"
+    elif not last_ok.code_hash:
+        info["state"] = "unknown"
+    elif last_ok.code_hash == run.code_hash:
+        info["state"] = "same"
+    elif last_ok.revision is None or run.revision is None:
+        info["state"] = "no_revision"
+    else:
+        info["state"] = "changed"
+        info["diff"] = diff_lines(
+            last_ok.revision.code,
+            run.revision.code,
+            f"r{last_ok.revision.number} (run #{last_ok.pk})",
+            f"r{run.revision.number} (run #{run.pk})",
+        )
+    return info
+
+
+def _run_context(run: Run) -> dict[str, Any]:
+    return {"run": run, "events": list(run.events.all())}
+
+
+@never_cache
+@login_required
+@view_runs
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _get_run(run_id)
+    start = max(0, run.log_size - LOG_TAIL_BYTES)
+    start, text, end = read_log_text(run.pk, start, LOG_TAIL_BYTES)
+    context = _run_context(run)
+    context.update(
+        log_start=start,
+        log_text=text,
+        log_end=end,
+        changes=code_changes(run),
+        live=run.is_active,
+    )
+    return render(request, "runs/run_detail.html", context)
+
+
+def read_log_text(run_id: int, start: int, limit: int) -> tuple[int, str, int]:
+    """Up to ``limit`` bytes of a run's log from ``start``, as text, with both
+    ends moved to character boundaries: returns (start, text, end)."""
+    data = LogChunk.read(run_id, start, limit)
+    # A byte offset may fall inside a multi-byte character: skip its tail.
+    skip = 0
+    while skip < min(3, len(data)) and 0x80 <= data[skip] < 0xC0:
+        skip += 1
+    data = data[skip:]
+    start += skip
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    text = decoder.decode(data, final=False)
+    pending = decoder.getstate()[0]
+    return start, text, start + len(data) - len(pending)
+
+
+def _offset(request: HttpRequest, key: str) -> int | None:
+    try:
+        value = int(request.GET.get(key, "0"))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+@never_cache
+@login_required
+@view_runs
+@require_GET
+def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
+    """What the run page polls: state, progress and fragments to swap in, and
+    the log after ``offset`` (at most LOG_LIVE_MAX_BYTES per call)."""
+    offset = _offset(request, "offset")
+    if offset is None:
+        return HttpResponseBadRequest("offset must be a byte count")
+    # The run row is read before the log: once it says the run has ended,
+    # every byte of its log is already stored.
+    run = _get_run(run_id)
+    size = run.log_size
+    reset = size - offset > LOG_CATCH_UP_BYTES
+    if reset:
+        start, text, end = read_log_text(run.pk, max(0, size - LOG_TAIL_BYTES), LOG_TAIL_BYTES)
+    else:
+        start, text, end = read_log_text(run.pk, offset, LOG_LIVE_MAX_BYTES)
+    context = _run_context(run)
+    return JsonResponse(
+        {
+            "status": run.status,
+            "active": run.is_active,
+            "progress": run.progress,
+            "progress_message": run.progress_message,
+            "exit_code": run.exit_code,
+            "cancel_requested": run.cancel_requested,
+            "log": {
+                "start": start,
+                "text": text,
+                "offset": end,
+                "size": max(size, end),
+                "reset": reset,
+                "more": end < size,
+            },
+            "html": {
+                "summary": render_to_string("runs/_run_summary.html", context, request),
+                "actions": render_to_string("runs/_run_actions.html", context, request),
+                "events": render_to_string("runs/_run_events.html", context, request),
+            },
+        }
+    )
+
+
+@never_cache
+@login_required
+@view_runs
+@require_GET
+def run_log(request: HttpRequest, run_id: int) -> HttpResponse:
+    """An earlier part of the log, for the run page's "load earlier" button:
+    the LOG_TAIL_BYTES before byte ``before``."""
+    before = _offset(request, "before")
+    if before is None:
+        return HttpResponseBadRequest("before must be a byte count")
+    run = get_object_or_404(Run.objects.only("id", "log_size"), pk=run_id)
+    before = min(before, run.log_size)
+    start = max(0, before - LOG_TAIL_BYTES)
+    start, text, end = read_log_text(run.pk, start, before - start)
+    return JsonResponse({"start": start, "text": text, "end": end})
+
+
+def _log_bytes(run_id: int) -> Iterator[bytes]:
+    chunks = LogChunk.objects.filter(run_id=run_id).order_by("start").values_list("data", flat=True)
+    for data in chunks.iterator(chunk_size=20):
+        yield bytes(data)
+
+
+@login_required
+@view_runs
+@require_GET
+def download_log(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The whole log as a file, streamed chunk by chunk from the database."""
+    run = get_object_or_404(Run.objects.select_related("task"), pk=run_id)
+    response = StreamingHttpResponse(_log_bytes(run.pk), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{run.log_name}"'
+    return response
+
+
+@login_required
+@start_runs
+@require_POST
+def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _get_run(run_id)
+    try:
+        services.request_cancel(run, user=request.user)
+    except services.RunNotActive as exc:
+        messages.warning(request, str(exc))
+    else:
+        messages.success(request, f"Cancel requested for run #{run.pk}.")
+    return redirect("runs:detail", run.pk)
+
+
+@login_required
+@start_runs
+@require_POST
+def rerun(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Start the task again with this run's arguments, environment and config."""
+    run = _get_run(run_id)
+    return _start(request, run.task, args=run.args, env=run.env, config=run.config)

@@ -1,0 +1,177 @@
+// The run page: while the run is live, poll its live endpoint for state,
+// progress and the log after the bytes already shown; follow the end of the
+// log unless the user scrolled up; load earlier parts of a long log on request.
+(function () {
+  "use strict";
+  var root = document.getElementById("run");
+  if (!root || !window.fetch) return;
+
+  var log = document.getElementById("log");
+  var earlier = document.getElementById("log-earlier");
+  var skipped = document.getElementById("log-skipped");
+  var skippedBytes = document.getElementById("log-skipped-bytes");
+  var sizeLabel = document.getElementById("log-size");
+  var empty = document.getElementById("log-empty");
+  var summary = document.getElementById("run-summary");
+  var actions = document.getElementById("run-actions");
+  var events = document.getElementById("run-events");
+  var note = document.querySelector("[data-live-note]");
+
+  var VISIBLE_MS = 700;
+  var HIDDEN_MS = 5000;
+  var MAX_FAILURES = 30;
+  // The page keeps at most this much log text; older text is dropped (while
+  // following the end) and can be loaded again with "Load earlier".
+  var MAX_CHARS = 2000000;
+
+  var first = Number(root.dataset.logStart); // byte offset of the first text shown
+  var offset = Number(root.dataset.logEnd); // byte offset after the last text shown
+  var active = root.dataset.active === "1";
+  var state = null;
+  var failures = 0;
+  var timer = null;
+  // Text nodes of the log with the byte offset each starts at.
+  var pieces = [];
+  if (log.firstChild) pieces.push({ start: first, node: log.firstChild });
+
+  function formatBytes(n) {
+    var units = ["bytes", "KB", "MB", "GB", "TB"];
+    var i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+      n /= 1024;
+      i += 1;
+    }
+    return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+  }
+
+  function atEnd() {
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+  }
+
+  function toEnd() {
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function showFirst() {
+    earlier.hidden = first <= 0;
+    skipped.hidden = first <= 0;
+    skippedBytes.textContent = formatBytes(first);
+  }
+
+  function append(start, text) {
+    if (!text) return;
+    var node = document.createTextNode(text);
+    log.appendChild(node);
+    pieces.push({ start: start, node: node });
+    if (empty) empty.hidden = true;
+  }
+
+  function trim() {
+    var chars = 0;
+    for (var i = 0; i < pieces.length; i++) chars += pieces[i].node.length;
+    while (chars > MAX_CHARS && pieces.length > 1) {
+      var gone = pieces.shift();
+      chars -= gone.node.length;
+      log.removeChild(gone.node);
+      first = pieces[0].start;
+    }
+  }
+
+  function reset(start, text) {
+    pieces = [];
+    log.textContent = "";
+    first = start;
+    append(start, text);
+  }
+
+  function swap(element, html) {
+    if (element && element.innerHTML !== html) element.innerHTML = html;
+  }
+
+  function apply(data) {
+    var follow = atEnd();
+    if (data.log.reset) reset(data.log.start, data.log.text);
+    else append(data.log.start, data.log.text);
+    offset = data.log.offset;
+    if (follow) trim();
+    showFirst();
+    sizeLabel.textContent = formatBytes(data.log.size);
+    swap(summary, data.html.summary);
+    swap(events, data.html.events);
+    // The buttons change only with the state; swapping them on every poll
+    // could eat a click that lands between mousedown and mouseup.
+    var next = data.status + ":" + data.cancel_requested;
+    if (next !== state) {
+      if (state !== null) actions.innerHTML = data.html.actions;
+      state = next;
+    }
+    active = data.active;
+    if (follow) toEnd();
+    return data.log.more;
+  }
+
+  function schedule(more) {
+    clearTimeout(timer);
+    var live = (active || more) && failures < MAX_FAILURES;
+    if (note) note.hidden = !live;
+    if (!live) return;
+    timer = setTimeout(poll, more ? 0 : document.hidden ? HIDDEN_MS : VISIBLE_MS);
+  }
+
+  function poll() {
+    var more = false;
+    fetch(root.dataset.liveUrl + "?offset=" + offset, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    })
+      .then(function (response) {
+        var type = response.headers.get("Content-Type") || "";
+        if (!response.ok || type.indexOf("json") < 0) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        failures = 0;
+        more = apply(data);
+      })
+      .catch(function () {
+        failures += 1;
+      })
+      .then(function () {
+        schedule(more);
+      });
+  }
+
+  earlier.addEventListener("click", function () {
+    earlier.disabled = true;
+    fetch(root.dataset.logUrl + "?before=" + first, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        // Keep the lines the user is reading where they are.
+        var height = log.scrollHeight;
+        var node = document.createTextNode(data.text);
+        log.insertBefore(node, log.firstChild);
+        pieces.unshift({ start: data.start, node: node });
+        first = data.start;
+        log.scrollTop += log.scrollHeight - height;
+        showFirst();
+      })
+      .catch(function () {})
+      .then(function () {
+        earlier.disabled = false;
+      });
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && active) schedule(true);
+  });
+
+  toEnd();
+  showFirst();
+  schedule(false);
+})();

@@ -1,0 +1,577 @@
+"""The server-rendered pages and their JSON endpoints, through Django's test
+client on the real database: who may see and do what, the run form, the run
+list's filters and keyset pages, and the live log by byte offset."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from runs import scripts
+from runs.models import LogChunk, Run, RunEvent, Task
+from runs.views import LOG_CATCH_UP_BYTES, LOG_LIVE_MAX_BYTES, LOG_TAIL_BYTES, RUNS_PAGE_SIZE
+
+pytestmark = pytest.mark.django_db
+
+S = Run.Status
+
+HELLO = 'print("hello")\n'
+
+
+@pytest.fixture
+def user_in(django_user_model):
+    def make(group: str | None, name: str | None = None):
+        user = django_user_model.objects.create_user(
+            name or (group or "nobody").lower(), password="pw"
+        )
+        if group:
+            user.groups.add(Group.objects.get(name=group))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def viewer_client(client, user_in):
+    client.force_login(user_in("Viewers"))
+    return client
+
+
+@pytest.fixture
+def operator(user_in):
+    return user_in("Operators")
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def task(make_task) -> Task:
+    return make_task("hello", HELLO, args=["--name", "world"])
+
+
+def add_log(run: Run, *pieces: bytes) -> None:
+    """Store output the way the executor's LogSink does: chunks at byte offsets,
+    and the run's log_size."""
+    start = run.log_size
+    for data in pieces:
+        LogChunk.objects.create(run=run, start=start, data=data)
+        start += len(data)
+    run.log_size = start
+    run.save(update_fields=["log_size"])
+
+
+def page_urls(task: Task, run: Run) -> list[str]:
+    return [
+        reverse("runs:dashboard"),
+        reverse("runs:tasks"),
+        reverse("runs:task", args=[task.name]),
+        reverse("runs:runs"),
+        reverse("runs:detail", args=[run.pk]),
+        reverse("runs:live", args=[run.pk]),
+        reverse("runs:log", args=[run.pk]) + "?before=0",
+        reverse("runs:download_log", args=[run.pk]),
+    ]
+
+
+# --- login and permissions ----------------------------------------------------
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client, task):
+    run = Run.objects.create(task=task, status=S.SUCCEEDED)
+    for url in page_urls(task, run):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/accounts/login/?next="), url
+
+
+def test_login_page_renders_and_logs_in(client, user_in):
+    user_in("Viewers", "vera")
+    page = client.get("/accounts/login/")
+    assert page.status_code == 200
+    assert b'name="username"' in page.content
+    response = client.post("/accounts/login/", {"username": "vera", "password": "pw"})
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+
+def test_a_user_without_view_permission_gets_403(client, user_in, task):
+    client.force_login(user_in(None))
+    run = Run.objects.create(task=task, status=S.SUCCEEDED)
+    for url in page_urls(task, run):
+        assert client.get(url).status_code == 403, url
+
+
+def test_every_page_renders_for_a_viewer(viewer_client, task):
+    run = Run.objects.create(task=task, status=S.SUCCEEDED, exit_code=0)
+    add_log(run, b"hello\n")
+    for url in page_urls(task, run):
+        response = viewer_client.get(url)
+        assert response.status_code == 200, url
+    page = viewer_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "hello\n</pre>" in page
+    assert 'action="/accounts/logout/"' in page  # logout is a POST form
+
+
+def test_viewer_sees_no_run_or_cancel_button_and_the_server_refuses(viewer_client, task):
+    live = Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now())
+    tasks_page = viewer_client.get(reverse("runs:tasks")).content.decode()
+    task_page = viewer_client.get(reverse("runs:task", args=[task.name])).content.decode()
+    run_page = viewer_client.get(reverse("runs:detail", args=[live.pk])).content.decode()
+    assert "data-run-task" not in tasks_page + task_page
+    assert "cancel-run" not in run_page and "rerun" not in run_page
+
+    assert viewer_client.post(reverse("runs:run_task", args=[task.name])).status_code == 403
+    assert viewer_client.post(reverse("runs:cancel", args=[live.pk])).status_code == 403
+    assert viewer_client.post(reverse("runs:rerun", args=[live.pk])).status_code == 403
+    live.refresh_from_db()
+    assert live.status == S.RUNNING and not live.cancel_requested
+    assert Run.objects.count() == 1
+
+
+def test_run_and_cancel_need_post(operator_client, task):
+    run = Run.objects.create(task=task)
+    assert operator_client.get(reverse("runs:run_task", args=[task.name])).status_code == 405
+    assert operator_client.get(reverse("runs:cancel", args=[run.pk])).status_code == 405
+    assert Run.objects.count() == 1
+
+
+def test_unknown_task_and_run_are_404(viewer_client):
+    assert viewer_client.get(reverse("runs:task", args=["nope"])).status_code == 404
+    assert viewer_client.get(reverse("runs:detail", args=[999999])).status_code == 404
+    assert viewer_client.get(reverse("runs:live", args=[999999])).status_code == 404
+
+
+# --- starting, cancelling, running again ----------------------------------------
+
+
+def test_run_button_starts_a_run_with_the_task_defaults(operator_client, operator, task):
+    tasks_page = operator_client.get(reverse("runs:tasks")).content.decode()
+    assert 'data-run-task="hello"' in tasks_page
+    response = operator_client.post(reverse("runs:run_task", args=[task.name]))
+    run = Run.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("runs:detail", args=[run.pk])
+    assert run.status == S.QUEUED
+    assert run.args == ["--name", "world"]
+    assert run.trigger == Run.Trigger.MANUAL
+    assert run.triggered_by == operator
+    assert RunEvent.objects.get(run=run).actor == operator.username
+
+
+def test_run_form_takes_arguments_environment_and_config(operator_client, task):
+    url = reverse("runs:run_task", args=[task.name])
+    operator_client.post(
+        url,
+        {
+            "args": "first arg\n\n--flag\r\n",
+            "args_style": "lines",
+            "env": "# a comment\nGREETING=hi there\nEMPTY=\nURL=a=b",
+            "config": '{"n": 3, "names": ["a"]}',
+        },
+    )
+    run = Run.objects.get()
+    assert run.args == ["first arg", "--flag"]
+    assert run.env == {"GREETING": "hi there", "EMPTY": "", "URL": "a=b"}
+    assert run.config == {"n": 3, "names": ["a"]}
+
+
+def test_run_form_splits_arguments_like_a_shell(operator_client, task):
+    operator_client.post(
+        reverse("runs:run_task", args=[task.name]),
+        {
+            "args": """--name "big world" 'it''s' plain""",
+            "args_style": "shell",
+            "env": "",
+            "config": "",
+        },
+    )
+    run = Run.objects.get()
+    assert run.args == ["--name", "big world", "its", "plain"]
+    assert run.env == {} and run.config is None
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("args", '--name "unclosed', "Cannot split the arguments"),
+        ("env", "NOEQUALS", "expected KEY=VALUE"),
+        ("env", "1BAD=x", "is not a variable name"),
+        ("env", "A=1\nA=2", "A is given twice"),
+        ("env", "TASKRUN_RUN_ID=5", "set by taskrun"),
+        ("config", "{not json", "Not valid JSON"),
+        ("config", "[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_bad_run_form_input_is_refused_and_changes_nothing(
+    operator_client, task, field, value, message
+):
+    data = {"args": "", "args_style": "shell", "env": "", "config": ""}
+    data[field] = value
+    response = operator_client.post(reverse("runs:run_task", args=[task.name]), data)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert Run.objects.count() == 0
+
+
+def test_a_second_start_while_live_is_refused_with_a_message(operator_client, task):
+    live = Run.objects.create(task=task, status=S.QUEUED)
+    response = operator_client.post(reverse("runs:run_task", args=[task.name]), follow=True)
+    assert response.redirect_chain[-1][0] == reverse("runs:detail", args=[live.pk])
+    assert f"already has run #{live.pk} queued" in response.content.decode()
+    assert Run.objects.count() == 1
+
+
+def test_cancel_ends_a_queued_run_and_says_so_for_a_finished_one(operator_client, operator, task):
+    run = Run.objects.create(task=task, status=S.QUEUED)
+    response = operator_client.post(reverse("runs:cancel", args=[run.pk]), follow=True)
+    run.refresh_from_db()
+    assert run.status == S.CANCELLED
+    assert run.reason == f"cancelled by {operator.username}"
+    assert "Cancel requested" in response.content.decode()
+
+    response = operator_client.post(reverse("runs:cancel", args=[run.pk]), follow=True)
+    assert "has already ended" in response.content.decode()
+    run.refresh_from_db()
+    assert run.status == S.CANCELLED
+
+
+def test_cancel_of_a_running_run_sets_the_flag_for_its_supervisor(operator_client, task):
+    run = Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now())
+    operator_client.post(reverse("runs:cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == S.RUNNING and run.cancel_requested
+    page = operator_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "cancel requested" in page
+
+
+def test_run_again_repeats_arguments_environment_and_config(operator_client, task):
+    old = Run.objects.create(
+        task=task, status=S.FAILED, args=["x"], env={"K": "v"}, config={"a": 1}
+    )
+    page = operator_client.get(reverse("runs:detail", args=[old.pk])).content.decode()
+    assert 'id="rerun"' in page and 'id="cancel-run"' not in page
+    response = operator_client.post(reverse("runs:rerun", args=[old.pk]))
+    new = Run.objects.exclude(pk=old.pk).get()
+    assert response["Location"] == reverse("runs:detail", args=[new.pk])
+    assert (new.args, new.env, new.config) == (["x"], {"K": "v"}, {"a": 1})
+
+
+# --- the run list ------------------------------------------------------------
+
+
+def test_run_list_filters_by_task_state_trigger_and_time(viewer_client, make_task):
+    a = make_task("alpha", HELLO)
+    b = make_task("beta", HELLO)
+    now = timezone.now()
+    old = Run.objects.create(task=a, status=S.FAILED, queued_at=now - timedelta(days=3))
+    ok = Run.objects.create(task=a, status=S.SUCCEEDED, trigger=Run.Trigger.API)
+    other = Run.objects.create(task=b, status=S.SUCCEEDED, trigger=Run.Trigger.SCHEDULE)
+
+    def shown(query: str) -> set[int]:
+        response = viewer_client.get(reverse("runs:runs") + query)
+        assert response.status_code == 200
+        return {run.pk for run in response.context["runs"]}
+
+    assert shown("") == {old.pk, ok.pk, other.pk}
+    assert shown("?task=alpha") == {old.pk, ok.pk}
+    assert shown("?status=succeeded") == {ok.pk, other.pk}
+    assert shown("?trigger=schedule") == {other.pk}
+    since = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    assert shown(f"?since={since}") == {ok.pk, other.pk}
+    until = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    assert shown(f"?until={until}") == {old.pk}
+    assert shown("?task=alpha&status=succeeded&trigger=api") == {ok.pk}
+
+
+def test_run_list_shows_an_error_for_a_bad_filter(viewer_client, task):
+    response = viewer_client.get(reverse("runs:runs") + "?task=nope&status=bogus")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'class="errorlist"' in page
+    assert "Select a valid choice" in page
+
+
+def test_run_list_pages_by_id_without_counting_the_table(viewer_client, task):
+    Run.objects.bulk_create(
+        [Run(task=task, status=S.SUCCEEDED) for _ in range(RUNS_PAGE_SIZE * 2 + 5)]
+    )
+    ids = list(Run.objects.order_by("-id").values_list("id", flat=True))
+    url = reverse("runs:runs")
+
+    with CaptureQueriesContext(connection) as queries:
+        first = viewer_client.get(url)
+    run_queries = [q["sql"] for q in queries if "runs_run" in q["sql"]]
+    assert run_queries and not any("COUNT(" in sql.upper() for sql in run_queries)
+    assert [r.pk for r in first.context["runs"]] == ids[:RUNS_PAGE_SIZE]
+    page = first.context["page"]
+    assert page.newer is None and page.older == ids[RUNS_PAGE_SIZE - 1]
+    assert f"?before={page.older}" in first.content.decode()
+
+    second = viewer_client.get(f"{url}?before={page.older}")
+    assert [r.pk for r in second.context["runs"]] == ids[RUNS_PAGE_SIZE : RUNS_PAGE_SIZE * 2]
+    assert second.context["page"].newer == ids[RUNS_PAGE_SIZE]
+
+    third = viewer_client.get(f"{url}?before={second.context['page'].older}")
+    assert [r.pk for r in third.context["runs"]] == ids[RUNS_PAGE_SIZE * 2 :]
+    assert third.context["page"].older is None
+
+    back = viewer_client.get(f"{url}?after={second.context['page'].newer}")
+    assert [r.pk for r in back.context["runs"]] == ids[:RUNS_PAGE_SIZE]
+    assert back.context["page"].newer is None
+    assert back.context["page"].older == ids[RUNS_PAGE_SIZE - 1]
+
+
+def test_run_list_pages_keep_the_filters(viewer_client, make_task):
+    a = make_task("alpha", HELLO)
+    b = make_task("beta", HELLO)
+    Run.objects.bulk_create(
+        [Run(task=a if i % 2 else b, status=S.SUCCEEDED) for i in range(RUNS_PAGE_SIZE * 3)]
+    )
+    first = viewer_client.get(reverse("runs:runs") + "?task=alpha")
+    assert all(r.task_id == a.pk for r in first.context["runs"])
+    older = first.context["page"].older
+    assert f"?task=alpha&amp;before={older}" in first.content.decode()
+    second = viewer_client.get(reverse("runs:runs") + f"?task=alpha&before={older}")
+    runs = second.context["runs"]
+    assert len(runs) == RUNS_PAGE_SIZE // 2 and all(r.task_id == a.pk for r in runs)
+
+
+def test_list_pages_answer_their_refresh_script_with_json(viewer_client, task):
+    Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now(), progress=42)
+    for name in ["runs:dashboard", "runs:tasks", "runs:runs"]:
+        data = viewer_client.get(reverse(name) + "?partial=1").json()
+        assert data["live"] is True, name
+        assert "hello" in data["html"], name
+    data = viewer_client.get(reverse("runs:task", args=[task.name]) + "?partial=1").json()
+    assert data["live"] is True
+    Run.objects.update(status=S.SUCCEEDED, finished_at=timezone.now())
+    assert viewer_client.get(reverse("runs:dashboard") + "?partial=1").json()["live"] is False
+
+
+# --- the dashboard and the task pages ------------------------------------------------
+
+
+def test_dashboard_shows_running_queued_failures_counts_and_chart(viewer_client, make_task):
+    busy = make_task("busy", HELLO)
+    waiting = make_task("waiting", HELLO)
+    broken = make_task("broken", HELLO)
+    Run.objects.create(
+        task=busy,
+        status=S.RUNNING,
+        started_at=timezone.now(),
+        progress=37,
+        progress_message="step 3",
+    )
+    Run.objects.create(task=waiting, status=S.QUEUED)
+    Run.objects.create(task=broken, status=S.FAILED, exit_code=2, reason="exit code 2")
+    Run.objects.create(
+        task=broken, status=S.SUCCEEDED, queued_at=timezone.now() - timedelta(days=2)
+    )
+    response = viewer_client.get(reverse("runs:dashboard"))
+    page = response.content.decode()
+    assert 'aria-valuenow="37"' in page and "step 3" in page
+    assert "waiting #" in page
+    assert "broken #" in page and "exit code 2" in page
+    counts = {value: n for value, _, n in response.context["counts"]}
+    # The two-day-old success is outside the last 24 hours.
+    assert counts == {**dict.fromkeys(S.values, 0), "running": 1, "queued": 1, "failed": 1}
+    chart = response.context["chart"]
+    assert chart["total"] == 3 and len(chart["bars"]) == 24
+    assert chart["bars"][-1].total == 3
+    # One bar: a failed segment and a live one (queued and running together).
+    assert [seg["css"] for seg in chart["bars"][-1].segments] == ["bad", "live"]
+    assert page.count('class="seg ') == 2
+    assert 'data-live="1"' in page
+
+
+def test_task_list_shows_last_run_and_a_spark_line_of_durations(viewer_client, task):
+    now = timezone.now()
+    for seconds in (1, 3, 2):
+        Run.objects.create(
+            task=task,
+            status=S.SUCCEEDED,
+            started_at=now,
+            finished_at=now + timedelta(seconds=seconds),
+        )
+    response = viewer_client.get(reverse("runs:tasks"))
+    row = response.context["rows"][0]
+    assert row["last"].pk == Run.objects.order_by("-id").first().pk
+    assert row["spark"]["count"] == 3 and row["spark"]["max"] == 3
+    assert "<polyline" in response.content.decode()
+
+
+def test_task_page_shows_code_history_form_and_revision_diffs(client, django_user_model, task):
+    admin = django_user_model.objects.create_superuser("root", password="pw")
+    client.force_login(admin)
+    scripts.save_code(task, 'print("one")\n', author=admin)
+    scripts.save_code(task, 'print("one")\nprint("two")\n', author=admin)
+    Run.objects.create(task=task, status=S.SUCCEEDED)
+    page = client.get(reverse("runs:task", args=[task.name])).content.decode()
+    assert '<span class="ln">print(&quot;two&quot;)</span>' in page
+    assert reverse("admin:runs_task_change", args=[task.pk]) in page
+    assert 'id="rev-2"' in page and 'id="rev-1"' in page
+    assert '<span class="d-add">+print(&quot;two&quot;)</span>' in page
+    assert "by root" in page
+    assert 'name="args"' in page and 'name="env"' in page and 'name="config"' in page
+    # The default arguments fill the form, one per line.
+    assert "--name\nworld</textarea>" in page
+
+
+def test_admin_task_page_shows_the_revision_history_with_diffs(client, django_user_model, task):
+    admin = django_user_model.objects.create_superuser("root", password="pw")
+    client.force_login(admin)
+    scripts.save_code(task, "x = 1\n", author=admin)
+    scripts.save_code(task, "x = 2\n", author=admin)
+    page = client.get(reverse("admin:runs_task_change", args=[task.pk])).content.decode()
+    assert 'id="revision-history"' in page
+    assert '<span class="d-del">-x = 1</span>' in page
+    assert '<span class="d-add">+x = 2</span>' in page
+
+
+# --- the run page ---------------------------------------------------------------
+
+
+def test_run_page_shows_state_progress_result_history_and_who_started_it(
+    operator_client, operator, task
+):
+    from runs import services
+
+    run = services.start_run(task, user=operator, args=["a b"], env={"K": "v"}, config={"c": 1})
+    Run.objects.filter(pk=run.pk).update(
+        status=S.SUCCEEDED,
+        exit_code=0,
+        progress=100,
+        progress_message="done",
+        result={"rows": 12},
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+    )
+    page = operator_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'data-status="succeeded"' in page
+    assert "Manual by <strong>operators</strong>" in page
+    assert 'aria-valuenow="100"' in page and "done" in page
+    assert "&quot;rows&quot;: 12" in page
+    assert f"started by {operator.username}" in page
+    assert '<code class="arg">a b</code>' in page and "K=v" in page
+    assert 'id="rerun"' in page
+
+
+def test_run_page_shows_what_changed_since_the_last_successful_run(viewer_client, task):
+    r1 = scripts.save_code(task, "print(1)\n")
+    r2 = scripts.save_code(task, "print(2)\n")
+    ok = Run.objects.create(task=task, status=S.SUCCEEDED, code_hash=r1.code_hash, revision=r1)
+    Run.objects.create(task=task, status=S.FAILED, code_hash=r2.code_hash, revision=r2)
+    run = Run.objects.create(task=task, status=S.FAILED, code_hash=r2.code_hash, revision=r2)
+    page = viewer_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert f'Changes since <a href="/runs/{ok.pk}/">run #{ok.pk}</a>' in page
+    assert '<span class="d-del">-print(1)</span>' in page
+    assert '<span class="d-add">+print(2)</span>' in page
+    assert f"#rev-{r2.number}" in page
+
+    same = Run.objects.create(task=task, status=S.SUCCEEDED, code_hash=r1.code_hash, revision=r1)
+    page = viewer_client.get(reverse("runs:detail", args=[same.pk])).content.decode()
+    assert "Same code as" in page
+
+
+def test_run_page_renders_only_the_tail_of_a_long_log(viewer_client, task):
+    run = Run.objects.create(task=task, status=S.SUCCEEDED)
+    head = b"FIRST LINE\n" + b"x" * (LOG_TAIL_BYTES * 3) + b"\n"
+    add_log(run, head, b"LAST LINE\n")
+    response = viewer_client.get(reverse("runs:detail", args=[run.pk]))
+    page = response.content.decode()
+    assert "LAST LINE" in page and "FIRST LINE" not in page
+    assert len(response.context["log_text"].encode()) <= LOG_TAIL_BYTES
+    assert f'data-log-start="{run.log_size - LOG_TAIL_BYTES}"' in page
+    assert 'id="log-earlier">' in page  # the button is not hidden
+
+    earlier = viewer_client.get(
+        reverse("runs:log", args=[run.pk]) + f"?before={response.context['log_start']}"
+    ).json()
+    assert earlier["end"] == response.context["log_start"]
+    assert earlier["start"] == response.context["log_start"] - LOG_TAIL_BYTES
+
+    download = viewer_client.get(reverse("runs:download_log", args=[run.pk]))
+    assert download["Content-Disposition"] == f'attachment; filename="hello_{run.pk}.log"'
+    assert b"".join(download.streaming_content) == head + b"LAST LINE\n"
+
+
+# --- the live endpoint ---------------------------------------------------------------
+
+
+def test_live_endpoint_returns_the_log_after_the_offset(viewer_client, task):
+    run = Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now(), progress=10)
+    url = reverse("runs:live", args=[run.pk])
+    add_log(run, b"one\n", b"two\n")
+
+    data = viewer_client.get(url + "?offset=0").json()
+    assert data["status"] == "running" and data["active"] is True and data["progress"] == 10
+    assert data["log"] == {
+        "start": 0,
+        "text": "one\ntwo\n",
+        "offset": 8,
+        "size": 8,
+        "reset": False,
+        "more": False,
+    }
+    assert 'id="cancel-run"' not in data["html"]["summary"]
+    assert "running" in data["html"]["events"] or data["html"]["events"]
+
+    assert viewer_client.get(url + "?offset=8").json()["log"]["text"] == ""
+    add_log(run, "drei ü\n".encode())
+    data = viewer_client.get(url + "?offset=8").json()
+    assert data["log"]["text"] == "drei ü\n" and data["log"]["offset"] == run.log_size
+    assert data["log"]["start"] == 8
+
+    Run.objects.filter(pk=run.pk).update(status=S.SUCCEEDED, exit_code=0)
+    data = viewer_client.get(url + f"?offset={run.log_size}").json()
+    assert data["active"] is False and data["exit_code"] == 0
+
+
+def test_live_endpoint_caps_each_answer_and_keeps_characters_whole(viewer_client, task):
+    run = Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now())
+    # "é" is two bytes: an odd cap falls inside one.
+    text = "é" * (LOG_LIVE_MAX_BYTES // 2 + 10)
+    add_log(run, text.encode()[: LOG_LIVE_MAX_BYTES - 1], text.encode()[LOG_LIVE_MAX_BYTES - 1 :])
+    url = reverse("runs:live", args=[run.pk])
+    first = viewer_client.get(url + "?offset=0").json()["log"]
+    assert first["more"] is True and first["reset"] is False
+    assert first["offset"] <= LOG_LIVE_MAX_BYTES and first["offset"] % 2 == 0
+    assert set(first["text"]) == {"é"}
+    second = viewer_client.get(url + f"?offset={first['offset']}").json()["log"]
+    assert first["text"] + second["text"] == text
+    assert second["more"] is False
+
+
+def test_live_endpoint_jumps_to_the_tail_when_far_behind(viewer_client, task):
+    run = Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now())
+    add_log(run, b"a" * LOG_CATCH_UP_BYTES, b"END\n")
+    data = viewer_client.get(reverse("runs:live", args=[run.pk]) + "?offset=0").json()["log"]
+    assert data["reset"] is True
+    assert data["start"] == run.log_size - LOG_TAIL_BYTES
+    assert data["text"].endswith("END\n") and data["offset"] == run.log_size
+
+
+def test_live_endpoint_refuses_a_bad_offset(viewer_client, task):
+    run = Run.objects.create(task=task)
+    url = reverse("runs:live", args=[run.pk])
+    assert viewer_client.get(url + "?offset=abc").status_code == 400
+    assert viewer_client.get(url + "?offset=-5").status_code == 400
+
+
+def test_live_summary_has_the_buttons_for_an_operator(operator_client, task):
+    run = Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now())
+    data = operator_client.get(reverse("runs:live", args=[run.pk])).json()
+    assert 'id="cancel-run"' in data["html"]["actions"]
+    assert json.loads(json.dumps(data))["cancel_requested"] is False
