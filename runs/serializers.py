@@ -4,6 +4,7 @@ live pages."""
 from __future__ import annotations
 
 from runs.models import Run, Task
+from runs.parameters import read_parameters
 
 
 def _iso(value):
@@ -49,7 +50,7 @@ def task_json(task: Task, *, with_code: bool = False, last_run: Run | None = Non
             "cpu_seconds": task.cpu_seconds,
             "output_mb": task.output_mb,
         },
-        "parameters": [],
+        "parameters": read_parameters(task.read_code()).public(),
         "running": task.runs.filter(status=Run.Status.RUNNING).exists(),
         "last_run": run_json(last_run) if last_run else None,
     }
