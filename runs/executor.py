@@ -173,18 +173,26 @@ class Supervisor:
         flush_every = settings.LOG_FLUSH_SECONDS
         next_flush = time.monotonic() + flush_every
         while True:
-            self.wake.wait(max(0.0, next_flush - time.monotonic()))
-            self.wake.clear()
+            timeout = max(0.0, next_flush - time.monotonic())
+            if self.reader.eof.is_set():
+                # The output is closed: the script is exiting; wait for that
+                # rather than for the next flush.
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                self.wake.wait(timeout)
+                self.wake.clear()
+            if proc.poll() is not None:
+                break  # The rest of the output is stored with the end.
             now = time.monotonic()
-            exited = proc.poll() is not None
-            if exited or now >= next_flush or self.reader.pending_size:
+            if now >= next_flush or self.reader.pending_size:
                 next_flush = now + flush_every
                 state = self._tick()
                 if state is not None:
                     self.outcome = state
                     break
-            if exited:
-                break
         if self.outcome is None:
             # The script ended by itself; sweep its group and read the rest.
             process.stop_group(proc.pid, grace=1.0, reap=proc.poll)
