@@ -10,6 +10,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from runs import startup
+
 
 class Command(BaseCommand):
     help = "Serve the web app (gunicorn) and one worker cluster until Ctrl-C or SIGTERM."
@@ -18,16 +20,24 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", default=os.environ.get("PORT", "8000"))
         parser.add_argument(
-            "--no-setup", action="store_true",
+            "--no-setup",
+            action="store_true",
             help="Skip migrate, admin user, sync_tasks and collectstatic.",
         )
+        parser.add_argument(
+            "--no-collectstatic",
+            action="store_true",
+            help="Static files are already collected (the Docker image does it at build).",
+        )
 
-    def handle(self, host, port, no_setup, **options):
+    def handle(self, host, port, no_setup, no_collectstatic, **options):
         if not no_setup:
-            call_command("migrate", interactive=False, verbosity=0)
+            # Under a lock: several `serve`/`web` processes may start together.
+            startup.migrate()
             call_command("ensure_admin")
             call_command("sync_tasks", verbosity=0)
-            call_command("collectstatic", interactive=False, verbosity=0)
+            if not no_collectstatic:
+                call_command("collectstatic", interactive=False, verbosity=0)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         # Own sessions: a Ctrl-C in the terminal reaches only this process,
         # which then signals each child's main process (never its group, which
@@ -35,9 +45,14 @@ class Command(BaseCommand):
         cluster = subprocess.Popen([*manage, "qcluster"], start_new_session=True)
         web = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn", "taskrun.wsgi:application",
-                "--config", str(settings.BASE_DIR / "taskrun" / "gunicorn.conf.py"),
-                "--bind", f"{host}:{port}",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "taskrun.wsgi:application",
+                "--config",
+                str(settings.BASE_DIR / "taskrun" / "gunicorn.conf.py"),
+                "--bind",
+                f"{host}:{port}",
             ],
             start_new_session=True,
         )
@@ -58,7 +73,7 @@ class Command(BaseCommand):
                 status = 1
                 break
             time.sleep(0.2)
-        self.stdout.write("stopping: running runs get %s s to finish" % settings.DRAIN_SECONDS)
+        self.stdout.write(f"stopping: running runs get {settings.DRAIN_SECONDS} s to finish")
         for proc in children.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
