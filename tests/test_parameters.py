@@ -4,18 +4,20 @@ source with ast, validating params and building the argv the script expects."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import subprocess
+import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from runs import services
 from runs.models import Run
 from runs.parameters import ParamError, params_to_argv, read_parameters
 from runs.serializers import task_json
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, subprocess_env
 
 
 def script(body: str) -> str:
@@ -545,3 +547,71 @@ def test_task_json_describes_the_parameters(make_task):
 
     dynamic = make_task("dynamic", "import sys\nprint(sys.argv)")
     assert task_json(dynamic)["parameters"] == []
+
+
+def manage(tasks_dir, *args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=subprocess_env(tasks_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_task_help_params_prints_the_form_and_exits_0(make_task, tasks_dir):
+    make_task("echo_args", E2E_SCRIPT)
+    make_task("loose", "import sys\nprint(sys.argv)")
+    result = manage(tasks_dir, "run_task", "echo_args", "--help-params")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "NAME",
+        "KIND",
+        "OPTION",
+        "TYPE",
+        "DEFAULT",
+        "REQUIRED",
+        "CHOICES",
+        "HELP",
+    ]
+    assert lines[1].split() == ["source", "positional", "str", "-", "yes", "where", "from"]
+    assert lines[2].split() == ["batch_size", "option", "--batch-size", "int", "50", "no"]
+    assert lines[4].split() == ["mode", "option", "--mode", "str", '"fast"', "no", "fast|slow"]
+    assert lines[5].split() == ["files", "option", "--files", "...", "str", "[]", "no"]
+    assert Run.objects.count() == 0
+
+    result = manage(tasks_dir, "run_task", "loose", "--help-params")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "CommandError: loose has no parameter form: "
+        "The script does not build an argparse.ArgumentParser."
+    ]
+
+
+@pytest.mark.django_db
+def test_run_task_param_queues_the_validated_argv(make_task):
+    make_task("echo_args", E2E_SCRIPT)
+    call_command(
+        "run_task",
+        "echo_args",
+        "--param",
+        "source=here",
+        "--param=batch_size=5",
+        "--param",
+        "files=a",
+        "--param",
+        "files=b c",
+        "--param",
+        "dry_run=true",
+        stdout=io.StringIO(),
+    )
+    run = Run.objects.get()
+    assert run.args == ["here", "--batch-size", "5", "--files", "a", "b c", "--dry-run"]
+
+    with pytest.raises(CommandError, match="^batch_size: must be an integer$"):
+        call_command("run_task", "echo_args", "--param", "batch_size=x", "--param", "source=s")
+    with pytest.raises(CommandError, match="not both"):
+        call_command("run_task", "echo_args", "--param", "source=s", "extra")

@@ -1,4 +1,5 @@
 import argparse
+import json
 import sys
 import time
 
@@ -6,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from runs import services
 from runs.models import Run, Task
+from runs.parameters import ParamError, params_to_argv, read_parameters
 
 S = Run.Status
 OWN_FLAGS = {"--wait"}
@@ -33,13 +35,31 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name")
         parser.add_argument("--wait", action="store_true", help="Stream the log until the run ends.")
+        parser.add_argument(
+            "--help-params",
+            action="store_true",
+            help="Print the parameters read from the script's argparse, and exit.",
+        )
+        parser.add_argument(
+            "--param",
+            action="append",
+            metavar="NAME=VALUE",
+            help="A parameter of the script (see --help-params); repeat it for more, "
+            "or give one name several times for a list. Instead of plain arguments.",
+        )
         parser.add_argument("script_args", nargs=argparse.REMAINDER, metavar="args")
 
     def handle(self, *, name, script_args, wait, **options):
+        script_args = self._take_param_options(script_args, options)
         script_args, wait = self._split(script_args, wait)
         task = Task.objects.filter(name=name).first()
         if task is None:
             raise CommandError(f"No task named '{name}'. Run sync_tasks to import scripts.")
+        if options["help_params"]:
+            self._print_params(task)
+            return
+        if options["param"]:
+            script_args = self._params_argv(task, options["param"], script_args)
         try:
             run = services.start_run(
                 task, trigger=Run.Trigger.CLI, args=script_args if script_args else None
@@ -65,6 +85,76 @@ class Command(BaseCommand):
             else:
                 kept.append(arg)
         return kept + after, wait
+
+    def _take_param_options(self, args: list[str], options: dict) -> list[str]:
+        """--help-params and --param given after the name land in the script's
+        arguments (REMAINDER); take them back, up to a "--"."""
+        kept: list[str] = []
+        rest = iter(args)
+        for arg in rest:
+            if arg == "--":
+                return [*kept, arg, *rest]
+            if arg == "--help-params":
+                options["help_params"] = True
+            elif arg == "--param" or arg.startswith("--param="):
+                value = arg.partition("=")[2] if "=" in arg else next(rest, None)
+                if value is None:
+                    raise CommandError("--param needs NAME=VALUE.")
+                options["param"] = [*(options["param"] or []), value]
+            else:
+                kept.append(arg)
+        return kept
+
+    def _params_argv(self, task: Task, pairs: list[str], script_args: list[str]) -> list[str]:
+        if script_args:
+            raise CommandError(
+                "Give the script's arguments as --param or as plain arguments, not both."
+            )
+        params: dict[str, str | list[str]] = {}
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if not eq or not key:
+                raise CommandError(f"--param {pair}: expected NAME=VALUE.")
+            if key in params:
+                # A name given again makes a list, for nargs and append options.
+                before = params[key]
+                params[key] = [*(before if isinstance(before, list) else [before]), value]
+            else:
+                params[key] = value
+        try:
+            return params_to_argv(read_parameters(task.read_code()), params)
+        except ParamError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _print_params(self, task: Task) -> None:
+        spec = read_parameters(task.read_code())
+        if not spec.readable:
+            raise CommandError(f"{task.name} has no parameter form: {spec.note}")
+        if not spec.parameters:
+            self.stdout.write(f"{task.name} takes no parameters.")
+            return
+        rows = [("NAME", "KIND", "OPTION", "TYPE", "DEFAULT", "REQUIRED", "CHOICES", "HELP")]
+        for p in spec.parameters:
+            shown = p.public()
+            rows.append(
+                (
+                    p.name,
+                    p.kind,
+                    (p.option or "") + (" ..." if p.multiple else ""),
+                    p.type,
+                    "-" if shown["default"] is None else json.dumps(shown["default"]),
+                    "yes" if p.required else "no",
+                    "|".join(map(str, shown["choices"] or [])),
+                    p.help,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            self.stdout.write("  ".join([*cells, row[-1]]).rstrip())
+        if spec.note:
+            self.stdout.write(spec.note)
+        self.stdout.write(f"Give them as: run_task {task.name} --param NAME=VALUE ...")
 
     def _follow(self, run: Run) -> int:
         out = sys.stdout.buffer
