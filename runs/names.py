@@ -13,8 +13,7 @@ RESERVED_NAMES = {"runs"}
 def validate_task_name(name: str) -> None:
     if not isinstance(name, str) or not TASK_NAME_RE.fullmatch(name):
         raise ValidationError(
-            "A task name is 1–64 characters of a-z, 0-9, _ and -, "
-            "starting with a letter or digit.",
+            "A task name is 1–64 characters of a-z, 0-9, _ and -, starting with a letter or digit.",
             code="invalid_name",
         )
     if name in RESERVED_NAMES:

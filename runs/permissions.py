@@ -10,8 +10,14 @@ VIEW = ["view_task", "view_run", "view_runevent", "view_coderevision"]
 OPERATE = [*VIEW, "run_task"]
 EDIT = [
     *OPERATE,
-    "add_task", "change_task", "delete_task", "edit_code",
-    "view_secret", "add_secret", "change_secret", "delete_secret",
+    "add_task",
+    "change_task",
+    "delete_task",
+    "edit_code",
+    "view_secret",
+    "add_secret",
+    "change_secret",
+    "delete_secret",
 ]
 GROUPS = {"Viewers": VIEW, "Operators": OPERATE, "Editors": EDIT}
 

@@ -16,9 +16,7 @@ def check_syntax(code: str, filename: str = "<script>") -> None:
     try:
         compile(code, filename, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise ValidationError(
-            f"Line {exc.lineno}: {exc.msg}", code="syntax_error"
-        ) from None
+        raise ValidationError(f"Line {exc.lineno}: {exc.msg}", code="syntax_error") from None
     except ValueError as exc:  # e.g. a NUL byte
         raise ValidationError(str(exc), code="syntax_error") from None
 

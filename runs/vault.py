@@ -48,7 +48,9 @@ def fernet_key(material: str) -> bytes:
 def _fernet() -> MultiFernet:
     primary = settings.SECRETS_KEY or ("secrets:" + (settings.SECRET_KEY or ""))
     if primary == "secrets:":
-        raise ImproperlyConfigured("Neither SECRETS_KEY nor SECRET_KEY is set: secrets cannot be read.")
+        raise ImproperlyConfigured(
+            "Neither SECRETS_KEY nor SECRET_KEY is set: secrets cannot be read."
+        )
     keys = [primary, *settings.SECRETS_OLD_KEYS]
     return MultiFernet([Fernet(fernet_key(k)) for k in keys])
 

@@ -20,7 +20,9 @@ class Command(BaseCommand):
         password = given or secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email="", password=password)
         if given:
-            self.stdout.write(f"Created admin user '{username}' (password from TASKRUN_ADMIN_PASSWORD).")
+            self.stdout.write(
+                f"Created admin user '{username}' (password from TASKRUN_ADMIN_PASSWORD)."
+            )
         else:
             self.stdout.write(
                 self.style.WARNING(
