@@ -61,6 +61,7 @@ TYPE_NAMES: dict[str, TypeName] = {"int": "int", "float": "float", "str": "str"}
 # reads as a value rather than as an option.
 NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 MAX_RANGE_CHOICES = 1000
+_MISSING = object()
 
 
 class ParamError(ValueError):
@@ -219,7 +220,6 @@ class _Reader(ast.NodeVisitor):
         self.parser: _Parser | None = None
         self.params: list[Param] = []
         self.calls: list[tuple[list[str], dict[str, ast.expr], _Parser]] = []
-        self.groups: list[ExclusiveGroup] = []
         self.group_required: list[bool] = []
         self.set_defaults: dict[str, ast.expr] = {}
         self.argument_default: ast.expr | None = None
@@ -379,10 +379,7 @@ class _Reader(ast.NodeVisitor):
             raise Unreadable("arguments are added under a condition")
         names = []
         for arg in node.args:
-            value = self._literal(arg, missing=Unreadable)
-            if isinstance(arg, ast.Starred) or not isinstance(value, str):
-                raise Unreadable("an argument's name is computed")
-            names.append(value)
+            names.append(self._text(arg, "an argument's name"))
         kwargs: dict[str, ast.expr] = {}
         for kw in node.keywords:
             if kw.arg is None:
@@ -412,9 +409,7 @@ class _Reader(ast.NodeVisitor):
             longs = [n for n in names if n.startswith("--")]
             dest = (longs or names)[0].lstrip("-").replace("-", "_")
         if "dest" in kw:
-            dest = self._literal(kw["dest"], missing=Unreadable)
-            if not isinstance(dest, str):
-                raise Unreadable("an argument's dest is computed")
+            dest = self._text(kw["dest"], "an argument's dest")
         nargs = self._nargs(kw.get("nargs"))
         if action == "append" and nargs is not None:
             raise Unreadable(f"'{dest}' collects lists of lists (append with nargs)")
@@ -492,7 +487,7 @@ class _Reader(ast.NodeVisitor):
 
     def _literal(self, node: ast.expr | None, missing: Any = None) -> Any:
         """The literal value of ``node`` (module constants resolved), else
-        ``missing`` — raised when it is an exception class."""
+        ``missing``."""
         if node is None:
             return None
         if isinstance(node, ast.Name) and node.id in self.constants:
@@ -504,9 +499,13 @@ class _Reader(ast.NodeVisitor):
         value = _range_choices(node)
         if value is not None:
             return value
-        if isinstance(missing, type) and issubclass(missing, Exception):
-            raise missing(f"'{ast.unparse(node)}' is not a literal")
         return missing
+
+    def _text(self, node: ast.expr, what: str) -> str:
+        value = self._literal(node)
+        if isinstance(node, ast.Starred) or not isinstance(value, str):
+            raise Unreadable(f"{what} is computed ({ast.unparse(node)})")
+        return value
 
     def _keyword(self, call: ast.Call, name: str, default: Any) -> Any:
         for kw in call.keywords:
@@ -539,9 +538,8 @@ class _Reader(ast.NodeVisitor):
         """The default and whether the script computes it at run time."""
         if node is None or _argparse_name(node) == "SUPPRESS":
             return None, False
-        missing = object()
-        value = self._literal(node, missing=missing)
-        if value is missing:
+        value = self._literal(node, missing=_MISSING)
+        if value is _MISSING:
             return None, True
         return value, False
 

@@ -256,8 +256,8 @@ UNREADABLE_CASES = {
         script('for name in ["a", "b"]:\n    parser.add_argument("--" + name)'),
         "loop",
     ),
-    "computed names": (script("NAME = input()\nparser.add_argument(NAME)"), "not a literal"),
-    "f-string names": (script('x = "a"\nparser.add_argument(f"--{x}")'), "not a literal"),
+    "computed names": (script("NAME = input()\nparser.add_argument(NAME)"), "is computed"),
+    "f-string names": (script('x = "a"\nparser.add_argument(f"--{x}")'), "is computed"),
     "**kwargs": (script('opts = {}\nparser.add_argument("--a", **opts)'), "keyword arguments"),
     "conditional arguments": (
         script('import sys\nif sys.platform == "linux":\n    parser.add_argument("--a")'),
