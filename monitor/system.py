@@ -183,5 +183,26 @@ def python_processes() -> list[dict[str, Any]]:
         data["task"] = environ.get("TASKRUN_TASK") if data["run_id"] else None
         data["role"] = _role(proc, data["cmdline"], data["run_id"])
         found.append(data)
+    _mark_descendants(found)
     found.sort(key=lambda p: (p["run_id"] is None, -p["rss"]))
     return found
+
+
+def _mark_descendants(found: list[dict[str, Any]]) -> None:
+    """A script's child started with an environment of its own has no
+    TASKRUN_RUN_ID: it still belongs to the run of its nearest marked ancestor."""
+    marked = {p["pid"]: p for p in found if p["run_id"] is not None}
+    if not marked:
+        return
+    for data in found:
+        if data["run_id"] is not None:
+            continue
+        try:
+            ancestors = psutil.Process(data["pid"]).parents()
+        except psutil.Error:
+            continue
+        for ancestor in ancestors:
+            owner = marked.get(ancestor.pid)
+            if owner is not None:
+                data.update(run_id=owner["run_id"], task=owner["task"], role="script")
+                break

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitor import charts, clusters, metrics, system
@@ -48,7 +48,7 @@ def api_view(view: View) -> View:
 
 # -- /health, open to load balancers ---------------------------------------
 @never_cache
-@require_GET
+@require_safe
 def health(request: HttpRequest) -> JsonResponse:
     healthy, body = health_report()
     return JsonResponse(body, status=200 if healthy else 503)
@@ -88,7 +88,7 @@ def _metrics_token_ok(request: HttpRequest) -> bool:
 
 
 @never_cache
-@require_GET
+@require_safe
 def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     if not _metrics_token_ok(request):
         if not request.user.is_authenticated:

@@ -55,6 +55,8 @@ def test_health_is_503_naming_the_workers_when_no_cluster_is_alive():
     assert body["status"] == "error"
     assert body["checks"] == {"database": "ok", "broker": "ok", "workers": 0}
     assert body["failing"] == ["workers"]
+    # Load balancers that probe with HEAD get the same status.
+    assert Client().head("/health").status_code == 503
 
 
 def test_health_is_503_fast_when_the_database_hangs(tmp_path):

@@ -65,6 +65,8 @@ def test_a_running_runs_script_is_listed_with_its_run(make_task, execute):
         """
         import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        # A grandchild with an environment of its own is still the run's.
+        clean = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={})
         print("started", flush=True)
         time.sleep(60)
         """,
@@ -74,8 +76,8 @@ def test_a_running_runs_script_is_listed_with_its_run(make_task, execute):
     worker.start()
     try:
         marked = wait_for(
-            lambda: [p for p in system.python_processes() if p["run_id"] == run.pk][1:],
-            message="the script and its child were not listed with the run",
+            lambda: [p for p in system.python_processes() if p["run_id"] == run.pk][2:],
+            message="the script and its children were not listed with the run",
         )
         marked = [p for p in system.python_processes() if p["run_id"] == run.pk]
         assert {p["role"] for p in marked} == {"script"}

@@ -76,8 +76,9 @@ def test_monitor_page_renders_charts_and_refreshes(live_server, viewer_cookie):
             assert bar.count() == 1
             assert str(os.getpid()) in page.locator('[data-section="processes"]').inner_text()
             # The script swaps in freshly rendered sections.
+            # Coming back to the tab refreshes at once (no wait for the timer).
             with page.expect_response(lambda r: "/monitor/live" in r.url, timeout=15000) as live:
-                pass
+                page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
             assert live.value.status == 200
             page.wait_for_function(
                 "document.querySelector('[data-monitor-note]')"

@@ -41,7 +41,7 @@ def test_children_and_their_cpu_count_towards_the_run(make_task, execute):
         import subprocess, sys, time
         busy = (
             "import time\\nt = time.process_time()\\n"
-            "while time.process_time() - t < 1.0: pass\\ntime.sleep(1)"
+            "while time.process_time() - t < 0.6: pass\\ntime.sleep(1)"
         )
         children = [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(2)]
         for child in children:
@@ -51,7 +51,7 @@ def test_children_and_their_cpu_count_towards_the_run(make_task, execute):
     run = execute(services.start_run(task))
     assert run.status == Run.Status.SUCCEEDED
     assert max(point[3] for point in run.usage) >= 3
-    assert run.cpu_seconds >= 1.8
+    assert run.cpu_seconds >= 1.1
 
 
 def test_the_series_stays_bounded_and_keeps_the_peak():
