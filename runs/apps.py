@@ -12,7 +12,9 @@ class RunsConfig(AppConfig):
         from runs import checks  # noqa: F401  (registers the system checks)
         from runs.housekeeping import start_housekeeper
         from runs.permissions import ensure_groups
+        from runs.schedules import connect_signals
 
+        connect_signals()
         post_spawn.connect(start_housekeeper, dispatch_uid="taskrun-housekeeper")
         # After auth's own receiver has made the permissions.
         post_migrate.connect(ensure_groups, dispatch_uid="taskrun-groups")

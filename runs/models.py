@@ -136,10 +136,11 @@ class Task(models.Model):
             return ""
 
     def active_run(self) -> Run | None:
-        # The running one first: with the queue policy others wait behind it.
+        # The running one first: with the queue policy others wait behind it,
+        # and delayed runs wait for their time.
         return (
             self.runs.filter(status__in=Run.Status.active())
-            .order_by("-status", "id")
+            .order_by("-status", models.F("not_before").asc(nulls_first=True), "id")
             .first()
         )
 

@@ -31,6 +31,12 @@ def run_json(run: Run) -> dict:
         "result": run.result,
         "worker": run.worker or None,
         "log_url": f"/api/logs/{run.log_name}",
+        # When it was meant to start (a schedule's slot, a delay's end), and
+        # until when a delayed run still waits.
+        "scheduled_for": _iso(run.scheduled_for),
+        "not_before": _iso(run.not_before),
+        "retry_of": run.retry_of_id,
+        "upstream_run": run.upstream_id,
     }
 
 
@@ -53,7 +59,31 @@ def task_json(task: Task, *, with_code: bool = False, last_run: Run | None = Non
         "parameters": read_parameters(task.read_code()).public(),
         "running": task.runs.filter(status=Run.Status.RUNNING).exists(),
         "last_run": run_json(last_run) if last_run else None,
+        **_automation_json(task),
     }
     if with_code:
         data["code"] = task.read_code()
     return data
+
+
+def _automation_json(task: Task) -> dict:
+    """Schedules, overlap policy, retries and downstream tasks."""
+    from runs import schedules
+
+    return {
+        "schedules": schedules.schedules_json(task),
+        "next_run_at": _iso(schedules.next_run_at(task)),
+        "overlap": task.overlap,
+        "max_queued": task.max_queued,
+        "retry": {
+            "count": task.retry_count,
+            "on": task.retry_on,
+            "delay": task.retry_delay,
+            "backoff": task.retry_backoff,
+            "max_delay": task.retry_max_delay,
+        },
+        "downstream": [
+            {"task": link.downstream.name, "on": link.on}
+            for link in task.downstream_links.select_related("downstream")
+        ],
+    }

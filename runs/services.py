@@ -3,12 +3,15 @@ schedules and the executor are doors onto these functions."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs.models import Run, RunEvent, Task
@@ -69,6 +72,10 @@ def transition(
                 actor=actor[:200],
                 reason=reason[:500],
             )
+            if to in S.final():
+                # The next waiting run, retries, downstream tasks and
+                # notifications; robust: the end itself is already recorded.
+                transaction.on_commit(lambda: after_run_end(run_id), robust=True)
     return changed
 
 
@@ -81,25 +88,30 @@ def start_run(
     env: dict[str, str] | None = None,
     config: dict | None = None,
     attempt: int = 1,
+    not_before: datetime | None = None,
+    scheduled_for: datetime | None = None,
+    schedule=None,
+    retry_of: Run | None = None,
+    upstream: Run | None = None,
 ) -> Run:
-    """Queue a run of ``task``, or raise RunRefused while it has a live run.
+    """Queue a run of ``task``, or raise RunRefused (paused, script missing,
+    or the task's overlap policy says no).
 
     The task row is locked (on SQLite the IMMEDIATE transaction holds the
     write lock), so concurrent starts are decided one after the other. The
-    job reaches the broker only once the run row is committed."""
+    job reaches the broker only once the run row is committed, and only when
+    no other run of the task has one: otherwise the run waits in line.
+
+    With ``not_before`` in the future the run is delayed: it waits, outside
+    the overlap policy, and is admitted like a new start at that time
+    (``release_due_runs``)."""
     actor = _actor(user, trigger)
+    delayed = not_before is not None and not_before > timezone.now()
     with transaction.atomic():
         task = Task.objects.select_for_update().get(pk=task.pk)
-        if not task.enabled:
-            raise RunRefused(f"Task '{task.name}' is paused.")
-        if task.missing:
-            raise RunRefused(f"The script of task '{task.name}' is missing.")
-        active = task.active_run()
-        if active is not None:
-            raise RunRefused(
-                f"Task '{task.name}' already has run #{active.pk} {active.status}.",
-                run=active,
-            )
+        _check_startable(task)
+        if not delayed:
+            _admit(task, actor=actor)
         run = Run.objects.create(
             task=task,
             trigger=trigger,
@@ -108,12 +120,229 @@ def start_run(
             env=dict(env or {}),
             config=config,
             attempt=attempt,
+            not_before=not_before if delayed else None,
+            scheduled_for=scheduled_for or not_before,
+            schedule=schedule,
+            retry_of=retry_of,
+            upstream=upstream,
         )
-        RunEvent.objects.create(
-            run=run, to_status=S.QUEUED, actor=actor, reason=f"started by {actor}"
-        )
-        transaction.on_commit(lambda: enqueue(run))
+        reason = f"started by {actor}"
+        if delayed:
+            reason += f", waiting until {not_before.isoformat(timespec='seconds')}"
+        RunEvent.objects.create(run=run, to_status=S.QUEUED, actor=actor, reason=reason)
+        if not delayed and _dispatch_next(task) == run.pk:
+            run.dispatched_at = timezone.now()
     return run
+
+
+def record_skipped(task: Task, *, trigger: str, reason: str, user=None, **fields) -> Run:
+    """Keep a trace of a start that was refused without anyone to tell (a
+    schedule, a retry, an upstream task): a run that ended ``skipped``."""
+    actor = _actor(user, trigger)
+    now = timezone.now()
+    run = Run.objects.create(
+        task=task,
+        trigger=trigger,
+        status=S.SKIPPED,
+        reason=reason[:500],
+        args=list(task.args if fields.get("args") is None else fields["args"]),
+        queued_at=now,
+        finished_at=now,
+        **{k: v for k, v in fields.items() if k != "args"},
+    )
+    RunEvent.objects.create(run=run, to_status=S.SKIPPED, actor=actor, reason=reason[:500])
+    return run
+
+
+def _check_startable(task: Task) -> None:
+    if not task.enabled:
+        raise RunRefused(f"Task '{task.name}' is paused; resume it to start runs.")
+    if task.missing:
+        raise RunRefused(f"The script of task '{task.name}' is missing.")
+
+
+def _admit(task: Task, *, actor: str, exclude: int | None = None) -> None:
+    """Apply the task's overlap policy to one more start. Call with the task
+    row locked. Raises RunRefused when the start must not happen."""
+    live = list(
+        task.runs.filter(status__in=S.active(), not_before__isnull=True)
+        .exclude(pk=exclude)
+        .order_by("-status", "id")  # the running one first
+    )
+    if not live:
+        return
+    head = live[0]
+    if task.overlap == Task.Overlap.QUEUE:
+        waiting = sum(1 for r in live if r.status == S.QUEUED and r.dispatched_at is None)
+        if waiting < task.max_queued:
+            return
+        raise RunRefused(
+            f"Task '{task.name}' already has run #{head.pk} {head.status} and "
+            f"{waiting} waiting (at most {task.max_queued}).",
+            run=head,
+        )
+    if task.overlap == Task.Overlap.REPLACE:
+        for other in live:
+            try:
+                request_cancel(other, actor=actor, reason=f"replaced by a new run ({actor})")
+            except RunNotActive:
+                pass
+        return
+    raise RunRefused(f"Task '{task.name}' already has run #{head.pk} {head.status}.", run=head)
+
+
+def _dispatch_next(task: Task) -> int | None:
+    """Give the next waiting run of ``task`` its job, unless a run of it has
+    one already (one run at a time). Call with the task row locked; returns
+    the id of the run handed over."""
+    if task.runs.filter(status__in=S.active(), dispatched_at__isnull=False).exists():
+        return None
+    run = (
+        task.runs.filter(status=S.QUEUED, dispatched_at__isnull=True, not_before__isnull=True)
+        .select_related("task")
+        .order_by(Coalesce("scheduled_for", "queued_at"), "id")
+        .first()
+    )
+    if run is None:
+        return None
+    Run.objects.filter(pk=run.pk).update(dispatched_at=timezone.now())
+    transaction.on_commit(lambda: enqueue(run))
+    return run.pk
+
+
+def release_due_runs() -> int:
+    """Admit delayed runs whose time has come, and give waiting runs their job
+    when nothing of their task has one (say, after a crash between a run's
+    end and its follow-up). The clock calls this every SCHEDULER_INTERVAL.
+    Returns how many tasks it looked at."""
+    now = timezone.now()
+    task_ids = set(
+        Run.objects.filter(status=S.QUEUED, dispatched_at__isnull=True)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .values_list("task_id", flat=True)
+    )
+    for task_id in task_ids:
+        _release_task(task_id)
+    return len(task_ids)
+
+
+def _release_task(task_id: int) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        task = Task.objects.select_for_update().filter(pk=task_id).first()
+        if task is None:
+            return
+        due = task.runs.filter(
+            status=S.QUEUED, dispatched_at__isnull=True, not_before__lte=now
+        ).order_by("not_before", "id")
+        for run in due:
+            try:
+                _check_startable(task)
+                _admit(task, actor="clock", exclude=run.pk)
+            except RunRefused as exc:
+                transition(
+                    run.pk,
+                    to=S.SKIPPED,
+                    allowed_from=[S.QUEUED],
+                    actor="clock",
+                    reason=f"at its start time: {exc}",
+                    finished_at=now,
+                )
+                continue
+            Run.objects.filter(pk=run.pk).update(not_before=None)
+        _dispatch_next(task)
+
+
+def after_run_end(run_id: int) -> None:
+    """What follows a run's end, after its commit: the next waiting run of the
+    task, then a retry, or else the downstream tasks; then notifications."""
+    run = Run.objects.select_related("task").filter(pk=run_id).first()
+    if run is None:
+        return
+    with transaction.atomic():
+        task = Task.objects.select_for_update().filter(pk=run.task_id).first()
+        if task is not None:
+            _dispatch_next(task)
+    if run.status in (S.SKIPPED, S.CANCELLED):
+        return
+    retry = _retry(run)
+    # The last attempt of a chain decides what follows; an attempt with a
+    # retry behind it stays between the task and its history.
+    final = retry is None or retry.status == S.SKIPPED
+    if final:
+        _start_downstream(run)
+    from runs import notifications
+
+    notifications.run_ended(run, final=final)
+
+
+def retry_delay(task: Task, attempt: int) -> float:
+    """Seconds to wait before retrying attempt number ``attempt``."""
+    delay = task.retry_delay * task.retry_backoff ** (attempt - 1)
+    return min(delay, task.retry_max_delay)
+
+
+def _retry(run: Run) -> Run | None:
+    """Start the next attempt when the task asks for one; returns it (or the
+    skipped record of a refused retry)."""
+    task = run.task
+    if run.status not in (task.retry_on or []) or run.attempt > task.retry_count:
+        return None
+    not_before = (run.finished_at or timezone.now()) + timedelta(
+        seconds=retry_delay(task, run.attempt)
+    )
+    common = {
+        "args": run.args,
+        "env": run.env,
+        "config": run.config,
+        "attempt": run.attempt + 1,
+        "retry_of": run,
+        "upstream": run.upstream,
+    }
+    try:
+        return start_run(task, trigger=Run.Trigger.RETRY, not_before=not_before, **common)
+    except RunRefused as exc:
+        try:
+            return record_skipped(
+                task,
+                trigger=Run.Trigger.RETRY,
+                reason=f"retry refused: {exc}",
+                scheduled_for=not_before,
+                **common,
+            )
+        except IntegrityError:
+            return None
+    except IntegrityError:
+        # retry_of is unique: this run has been retried already.
+        return Run.objects.filter(retry_of=run).first()
+
+
+def _start_downstream(run: Run) -> list[Run]:
+    from runs import chains
+
+    started = []
+    for link in chains.links_to_follow(run):
+        env = {
+            "TASKRUN_UPSTREAM_RUN_ID": str(run.pk),
+            "TASKRUN_UPSTREAM_TASK": run.task.name,
+            "TASKRUN_UPSTREAM_STATUS": run.status,
+            "TASKRUN_UPSTREAM_RESULT": json.dumps(run.result),
+        }
+        try:
+            started.append(
+                start_run(link.downstream, trigger=Run.Trigger.UPSTREAM, env=env, upstream=run)
+            )
+        except RunRefused as exc:
+            started.append(
+                record_skipped(
+                    link.downstream,
+                    trigger=Run.Trigger.UPSTREAM,
+                    reason=str(exc),
+                    env=env,
+                    upstream=run,
+                )
+            )
+    return started
 
 
 def enqueue(run: Run) -> None:
@@ -150,9 +379,7 @@ def claim_run(run_id: int, worker: str) -> Run | None:
             if run.status != S.QUEUED:
                 return None
             other = (
-                Run.objects.filter(task_id=run.task_id, status=S.RUNNING)
-                .exclude(pk=run_id)
-                .first()
+                Run.objects.filter(task_id=run.task_id, status=S.RUNNING).exclude(pk=run_id).first()
             )
             if other is None:
                 now = timezone.now()
@@ -178,16 +405,22 @@ def claim_run(run_id: int, worker: str) -> Run | None:
         if other is not None
         else "another run of this task was already running"
     )
-    transition(run_id, to=S.SKIPPED, allowed_from=[S.QUEUED], actor=worker,
-               reason=reason, finished_at=timezone.now())
+    transition(
+        run_id,
+        to=S.SKIPPED,
+        allowed_from=[S.QUEUED],
+        actor=worker,
+        reason=reason,
+        finished_at=timezone.now(),
+    )
     return None
 
 
-def request_cancel(run: Run, user=None, actor: str = "") -> Run:
+def request_cancel(run: Run, user=None, actor: str = "", reason: str = "") -> Run:
     """Cancel a run: a queued one ends at once, a running one is stopped by its
     supervisor within a second or so. Raises RunNotActive if it has ended."""
     actor = actor or _actor(user, "")
-    reason = f"cancelled by {actor}"
+    reason = reason or f"cancelled by {actor}"
     if transition(
         run.pk,
         to=S.CANCELLED,
@@ -256,7 +489,9 @@ def reap_lost_runs(*, actor: str = "reaper") -> list[int]:
             finished_at=timezone.now(),
         ):
             reaped.append(run_id)
-            logger.warning("run %s lost: no heartbeat from %s since %s", run_id, worker, heartbeat_at)
+            logger.warning(
+                "run %s lost: no heartbeat from %s since %s", run_id, worker, heartbeat_at
+            )
             if pid and worker.rsplit(":", 1)[0] == settings.WORKER_HOST:
                 process.kill_run_processes(run_id)
     return reaped
@@ -265,9 +500,7 @@ def reap_lost_runs(*, actor: str = "reaper") -> list[int]:
 def prune_runs(days: int) -> int:
     """Delete finished runs older than ``days`` days, with their logs."""
     cutoff = timezone.now() - timedelta(days=days)
-    _, per_model = Run.objects.filter(
-        status__in=S.final(), queued_at__lt=cutoff
-    ).delete()
+    _, per_model = Run.objects.filter(status__in=S.final(), queued_at__lt=cutoff).delete()
     return per_model.get(Run._meta.label, 0)
 
 

@@ -13,11 +13,23 @@ logger = logging.getLogger(__name__)
 
 
 class DrainingCluster(Cluster):
+    clock = None
+
+    def start(self) -> int:
+        pid = super().start()
+        # After the sentinel is forked, so that no child inherits the clock's
+        # database connection. The clock fires schedules and delayed runs.
+        from runs.schedules import Clock
+
+        self.clock = Clock()
+        self.clock.start()
+        return pid
+
     def sig_handler(self, signum, frame):
+        if self.clock is not None:
+            self.clock.stop()
         if not drain.is_draining():
-            logger.info(
-                "stopping: running runs get %s s to finish", settings.DRAIN_SECONDS
-            )
+            logger.info("stopping: running runs get %s s to finish", settings.DRAIN_SECONDS)
         drain.begin(settings.DRAIN_SECONDS)
         super().sig_handler(signum, frame)
 

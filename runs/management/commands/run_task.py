@@ -3,14 +3,17 @@ import json
 import sys
 import time
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from runs import services
+from runs import schedules, services
 from runs.models import Run, Task
 from runs.parameters import ParamError, params_to_argv, read_parameters
 
 S = Run.Status
 OWN_FLAGS = {"--wait"}
+# Options of this command that take a value, also when given after the name.
+OWN_OPTIONS = {"--delay", "--at"}
 
 
 def exit_code_for(run: Run) -> int:
@@ -29,12 +32,21 @@ class Command(BaseCommand):
     help = (
         "Queue a run of a task and print its id. Arguments after the name go to "
         "the script (put them after -- if they look like options of this "
-        "command). With --wait, stream the log and exit with the script's code."
+        "command). With --wait, stream the log and exit with the script's code. "
+        "With --delay or --at, the run waits until then."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--wait", action="store_true", help="Stream the log until the run ends.")
+        parser.add_argument(
+            "--wait", action="store_true", help="Stream the log until the run ends."
+        )
+        parser.add_argument(
+            "--delay", metavar="SECONDS", help="Start no earlier than this many seconds from now."
+        )
+        parser.add_argument(
+            "--at", metavar="TIME", help="Start no earlier than this ISO 8601 time."
+        )
         parser.add_argument(
             "--help-params",
             action="store_true",
@@ -49,9 +61,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("script_args", nargs=argparse.REMAINDER, metavar="args")
 
-    def handle(self, *, name, script_args, wait, **options):
+    def handle(self, *, name, script_args, wait, delay=None, at=None, **options):
+        when = {"--delay": delay, "--at": at}
         script_args = self._take_param_options(script_args, options)
-        script_args, wait = self._split(script_args, wait)
+        script_args, wait = self._split(script_args, wait, when)
         task = Task.objects.filter(name=name).first()
         if task is None:
             raise CommandError(f"No task named '{name}'. Run sync_tasks to import scripts.")
@@ -61,27 +74,47 @@ class Command(BaseCommand):
         if options["param"]:
             script_args = self._params_argv(task, options["param"], script_args)
         try:
+            not_before = schedules.parse_start_time(delay=when["--delay"], at=when["--at"])
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from None
+        try:
             run = services.start_run(
-                task, trigger=Run.Trigger.CLI, args=script_args if script_args else None
+                task,
+                trigger=Run.Trigger.CLI,
+                args=script_args if script_args else None,
+                not_before=not_before,
             )
         except services.RunRefused as exc:
             raise CommandError(str(exc)) from None
         if not wait:
             self.stdout.write(str(run.pk))
             return
-        self.stderr.write(f"run #{run.pk} of {name} queued")
+        if run.not_before:
+            self.stderr.write(f"run #{run.pk} of {name} waits until {run.not_before.isoformat()}")
+        else:
+            self.stderr.write(f"run #{run.pk} of {name} queued")
         sys.exit(self._follow(run))
 
-    def _split(self, args: list[str], wait: bool) -> tuple[list[str], bool]:
+    def _split(
+        self, args: list[str], wait: bool, when: dict[str, str | None]
+    ) -> tuple[list[str], bool]:
         if "--" in args:
             cut = args.index("--")
             before, after = args[:cut], args[cut + 1 :]
         else:
             before, after = args, []
         kept = []
-        for arg in before:
+        rest = iter(before)
+        for arg in rest:
+            option, eq, value = arg.partition("=")
             if arg in OWN_FLAGS:
                 wait = True
+            elif option in OWN_OPTIONS:
+                if not eq:
+                    value = next(rest, None)
+                    if value is None:
+                        raise CommandError(f"{option} needs a value.")
+                when[option] = value
             else:
                 kept.append(arg)
         return kept + after, wait
@@ -170,12 +203,18 @@ class Command(BaseCommand):
                     offset += len(data)
                 if not run.is_active and offset >= run.log_size:
                     break
-                if run.status == S.QUEUED and time.monotonic() > waited_note:
-                    self.stderr.write("still queued: is a worker cluster running (manage.py qcluster or serve)?")
+                if run.status == S.QUEUED and run.not_before:
+                    waited_note = time.monotonic() + 10
+                elif run.status == S.QUEUED and time.monotonic() > waited_note:
+                    self.stderr.write(
+                        "still queued: is a worker cluster running (manage.py qcluster or serve)?"
+                    )
                     waited_note = float("inf")
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            self.stderr.write(f"\nstopped following; run #{run.pk} goes on (cancel_run {run.pk} stops it)")
+            self.stderr.write(
+                f"\nstopped following; run #{run.pk} goes on (cancel_run {run.pk} stops it)"
+            )
             return 130
         line = f"run #{run.pk} {run.status}"
         if run.reason:
