@@ -392,7 +392,7 @@ def code_changes(run: Run) -> dict[str, Any]:
 
 
 def _run_context(run: Run) -> dict[str, Any]:
-    return {"run": run, "events": list(run.events.all())}
+    return {"run": run, "events": list(run.events.all()), "changes": code_changes(run)}
 
 
 @never_cache
@@ -407,7 +407,6 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         log_start=start,
         log_text=text,
         log_end=end,
-        changes=code_changes(run),
         live=run.is_active,
     )
     return render(request, "runs/run_detail.html", context)
@@ -477,6 +476,7 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
                 "summary": render_to_string("runs/_run_summary.html", context, request),
                 "actions": render_to_string("runs/_run_actions.html", context, request),
                 "events": render_to_string("runs/_run_events.html", context, request),
+                "code": render_to_string("runs/_run_code.html", context, request),
             },
         }
     )

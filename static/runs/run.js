@@ -15,6 +15,7 @@
   var summary = document.getElementById("run-summary");
   var actions = document.getElementById("run-actions");
   var events = document.getElementById("run-events");
+  var code = document.getElementById("run-code");
   var note = document.querySelector("[data-live-note]");
 
   var VISIBLE_MS = 700;
@@ -27,7 +28,8 @@
   var first = Number(root.dataset.logStart); // byte offset of the first text shown
   var offset = Number(root.dataset.logEnd); // byte offset after the last text shown
   var active = root.dataset.active === "1";
-  var state = null;
+  // What the buttons were rendered for: "<status>:<cancel requested>".
+  var state = root.dataset.state;
   var failures = 0;
   var timer = null;
   // Text nodes of the log with the byte offset each starts at.
@@ -84,8 +86,14 @@
     append(start, text);
   }
 
+  // The HTML last swapped into each part; the browser's own serialisation of
+  // innerHTML differs from the server's, so compare with what came.
+  var swapped = {};
+
   function swap(element, html) {
-    if (element && element.innerHTML !== html) element.innerHTML = html;
+    if (!element || swapped[element.id] === html) return;
+    swapped[element.id] = html;
+    element.innerHTML = html;
   }
 
   function apply(data) {
@@ -98,11 +106,12 @@
     sizeLabel.textContent = formatBytes(data.log.size);
     swap(summary, data.html.summary);
     swap(events, data.html.events);
+    swap(code, data.html.code);
     // The buttons change only with the state; swapping them on every poll
     // could eat a click that lands between mousedown and mouseup.
     var next = data.status + ":" + data.cancel_requested;
     if (next !== state) {
-      if (state !== null) actions.innerHTML = data.html.actions;
+      actions.innerHTML = data.html.actions;
       state = next;
     }
     active = data.active;

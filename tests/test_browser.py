@@ -1,0 +1,334 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright,
+against the app served by pytest-django's live server and runs executed by a
+real django-q2 cluster. A screenshot of every page lands in
+test-output/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from runs.models import CodeRevision, Run, Task
+from tests.conftest import OUTPUT_DIR, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = OUTPUT_DIR / "screenshots"
+TIMEOUT_MS = 30_000
+PASSWORD = "browser-pw"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is not installed (requirements-dev.txt)"
+)
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        f"{CHROMIUM} is missing: `make test` installs Debian's chromium (devtools/ci_prepare.py)",
+        allow_module_level=True,
+    )
+expect = sync_api.expect
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    # Playwright's sync API keeps an event loop in this thread; Django's ORM
+    # would take that for async code. The tests themselves are plain sync code.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def new_page(chromium, live_server) -> Iterator[Any]:
+    """Pages in fresh browser contexts (their own cookies), closed at the end."""
+    contexts = []
+
+    def make() -> Any:
+        context = chromium.new_context(
+            base_url=live_server.url, viewport={"width": 1280, "height": 900}
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def admin_user(transactional_db) -> User:
+    return User.objects.create_superuser("admin", "admin@example.com", PASSWORD)
+
+
+@pytest.fixture
+def viewer(transactional_db) -> User:
+    user = User.objects.create_user("vera", password=PASSWORD)
+    user.groups.add(Group.objects.get(name="Viewers"))
+    return user
+
+
+def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Any, user: User, screenshot: str | None = None) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    if screenshot:
+        shot(page, screenshot)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator(".username")).to_have_text(user.username)
+
+
+def type_code(page: Any, selector: str, lines: list[tuple[int, str]]) -> None:
+    """Type a script into the admin's code editor as a person would. Each line
+    is (dedent, text): the editor keeps the indentation on Enter and adds a
+    level after a colon, so only dedents need Shift+Tab."""
+    editor = page.locator(selector)
+    editor.click()
+    for i, (dedent, text) in enumerate(lines):
+        if i:
+            page.keyboard.press("Enter")
+        for _ in range(dedent):
+            page.keyboard.press("Shift+Tab")
+        page.keyboard.type(text)
+
+
+def status_of(page: Any) -> Any:
+    return page.locator("#run-summary .summary-head [data-status]")
+
+
+# A script typed into the admin: it prints its arguments and a first line,
+# reports progress, then waits for a file the test creates, so the test sees
+# the run live before it lets it finish.
+WAITING_SCRIPT = [
+    (0, "import os, sys, time"),
+    (0, 'print("args:", sys.argv[1:])'),
+    (0, 'print("tick 1")'),
+    (0, 'print("::progress::50 halfway")'),
+    (0, "for _ in range(600):"),
+    (0, 'if os.path.exists("release"):'),
+    (0, "break"),
+    (1, "time.sleep(0.1)"),
+    (1, 'print("done")'),
+]
+WAITING_CODE = (
+    "import os, sys, time\n"
+    'print("args:", sys.argv[1:])\n'
+    'print("tick 1")\n'
+    'print("::progress::50 halfway")\n'
+    "for _ in range(600):\n"
+    '    if os.path.exists("release"):\n'
+    "        break\n"
+    "    time.sleep(0.1)\n"
+    'print("done")'
+)
+
+
+def test_write_a_task_in_the_admin_run_it_and_watch_it_live(
+    new_page, admin_user, tasks_dir: Path, cluster
+):
+    cluster()
+    page = new_page()
+    log_in(page, admin_user, screenshot="login")
+
+    # Write the task in the admin's code editor.
+    page.goto("/admin/runs/task/add/")
+    page.fill("#id_name", "waiter")
+    page.fill("#id_description", "Waits for a file, for the browser test.")
+    type_code(page, "#id_code", WAITING_SCRIPT)
+    expect(page.locator("#id_code")).to_have_value(WAITING_CODE)
+    shot(page, "admin-task-add")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+    task = Task.objects.get(name="waiter")
+    assert (tasks_dir / "waiter.py").read_text() == WAITING_CODE
+    assert CodeRevision.objects.filter(task=task, author=admin_user).count() == 1
+
+    # A second save keeps a second revision, shown with its diff in the admin.
+    page.goto(f"/admin/runs/task/{task.pk}/change/")
+    page.locator("#id_code").press("Control+End")
+    page.keyboard.press("Enter")
+    page.keyboard.type('print("bye")')
+    page.click("input[name=_continue]")
+    expect(page.locator("#revision-history")).to_contain_text("r2")
+    expect(page.locator("#revision-history .d-add").first).to_have_text('+print("bye")')
+    shot(page, "admin-task-change")
+
+    # Run it from its page with arguments, shell-like.
+    page.goto("/tasks/waiter/")
+    expect(page.locator("#code")).to_contain_text('print("bye")')
+    expect(page.locator("#revisions")).to_contain_text("r2")
+    page.fill("#id_args", '"big world" second')
+    page.check("input[name=args_style][value=shell]")
+    page.fill("#id_env", "GREETING=hi")
+    shot(page, "task-detail")
+    page.click("button[data-run-task=waiter]")
+    expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
+    run = Run.objects.get(task=task)
+    assert run.args == ["big world", "second"] and run.env == {"GREETING": "hi"}
+    page.evaluate("window.__sameDocument = true")
+
+    # The output appears while the run is live, without a reload.
+    log = page.locator("#log")
+    expect(log).to_contain_text("tick 1")
+    expect(log).to_contain_text("args: ['big world', 'second']")
+    expect(status_of(page)).to_have_attribute("data-status", "running")
+    expect(page.locator("#run-summary .progress")).to_have_attribute("aria-valuenow", "50")
+    expect(page.locator("#cancel-run")).to_be_visible()
+    assert "done" not in log.inner_text()
+    shot(page, "run-live")
+
+    # Meanwhile the dashboard shows it running and refreshes itself.
+    dashboard = new_page()
+    log_in(dashboard, admin_user)
+    expect(dashboard.locator("#running-now")).to_contain_text("waiter")
+    shot(dashboard, "dashboard-live")
+
+    (tasks_dir / "release").touch()
+    expect(status_of(page)).to_have_attribute("data-status", "succeeded")
+    expect(log).to_contain_text("done")
+    expect(log).to_contain_text("bye")
+    expect(page.locator("#exit-code")).to_have_text("0")
+    expect(page.locator("#rerun")).to_be_visible()
+    expect(page.locator("#run-events")).to_contain_text("succeeded")
+    expect(page.locator("[data-live-note]")).to_be_hidden()
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "run-finished")
+
+    expect(dashboard.locator("#running-now")).to_contain_text("Nothing is running")
+    expect(dashboard.locator(".count.st-succeeded .count-n")).to_have_text("1")
+    shot(dashboard, "dashboard")
+
+    page.goto("/tasks/")
+    expect(page.locator("tr[data-task=waiter]")).to_contain_text("Succeeded")
+    shot(page, "tasks")
+    page.goto("/runs/")
+    expect(page.locator(f"tr[data-run='{run.pk}']")).to_contain_text("waiter")
+    shot(page, "runs")
+
+
+SLEEPER = """\
+import time
+print("started", flush=True)
+for i in range(3000):
+    time.sleep(0.1)
+"""
+
+
+def test_cancel_a_long_run_from_its_page(new_page, admin_user, make_task, cluster):
+    cluster()
+    make_task("sleeper", SLEEPER)
+    page = new_page()
+    log_in(page, admin_user)
+    page.goto("/tasks/")
+    page.click("button[data-run-task=sleeper]")
+    expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
+    expect(page.locator("#log")).to_contain_text("started")
+    expect(status_of(page)).to_have_attribute("data-status", "running")
+    page.click("#cancel-run")
+    expect(page.locator(".messages")).to_contain_text("Cancel requested")
+    expect(status_of(page)).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#run-summary")).to_contain_text("cancelled by admin")
+    expect(page.locator("#rerun")).to_be_visible()
+    shot(page, "run-cancelled")
+    run = Run.objects.get()
+    assert run.status == Run.Status.CANCELLED and run.finished_at is not None
+
+
+def test_a_viewer_sees_no_run_button_and_cannot_post_one(new_page, viewer, make_task):
+    task = make_task("hello", 'print("hello")\n')
+    done = Run.objects.create(task=task, status=Run.Status.SUCCEEDED, exit_code=0)
+    page = new_page()
+    log_in(page, viewer)
+    page.goto("/tasks/")
+    expect(page.locator("tr[data-task=hello]")).to_be_visible()
+    expect(page.locator("button[data-run-task]")).to_have_count(0)
+    expect(page.locator(".nav")).not_to_contain_text("Admin")
+    shot(page, "viewer-tasks")
+    page.goto("/tasks/hello/")
+    expect(page.locator("#run-form")).to_contain_text("not run it")
+    expect(page.locator("button[data-run-task]")).to_have_count(0)
+    shot(page, "viewer-task-detail")
+    page.goto(f"/runs/{done.pk}/")
+    expect(page.locator("#rerun")).to_have_count(0)
+
+    # The server refuses the POST the hidden button would have made.
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    response = page.request.post(
+        "/tasks/hello/run",
+        form={"csrfmiddlewaretoken": csrf},
+        headers={"Referer": page.url},
+    )
+    assert response.status == 403
+    assert "CSRF" not in response.text()
+    assert Run.objects.count() == 1
+
+
+def test_a_long_log_shows_its_tail_and_loads_earlier_parts(new_page, viewer, make_task):
+    from runs.models import LogChunk
+    from runs.views import LOG_TAIL_BYTES
+
+    task = make_task("chatty", 'print("x")\n')
+    run = Run.objects.create(task=task, status=Run.Status.SUCCEEDED, exit_code=0)
+    lines = [f"line {i:06d}\n".encode() for i in range(30000)]  # about 360 KB
+    start = 0
+    for i in range(0, len(lines), 1000):
+        data = b"".join(lines[i : i + 1000])
+        LogChunk.objects.create(run=run, start=start, data=data)
+        start += len(data)
+    Run.objects.filter(pk=run.pk).update(log_size=start)
+
+    page = new_page()
+    log_in(page, viewer)
+    page.goto(f"/runs/{run.pk}/")
+    log = page.locator("#log")
+    expect(log).to_contain_text("line 029999")
+    shown = log.text_content()
+    assert "line 000000" not in shown and len(shown) <= LOG_TAIL_BYTES
+    # Scrolled to the end on arrival.
+    wait_for(
+        lambda: page.evaluate(
+            "(e) => e.scrollHeight - e.scrollTop - e.clientHeight < 30", log.element_handle()
+        )
+    )
+    earlier = page.locator("#log-earlier")
+    clicks = 0
+    while earlier.is_visible():
+        before = len(log.text_content())
+        earlier.click()
+        wait_for(lambda before=before: len(log.text_content()) > before)
+        clicks += 1
+        assert clicks < 20
+    assert log.text_content() == b"".join(lines).decode()
+    expect(page.locator("#log-skipped")).to_be_hidden()
+    shot(page, "run-long-log")
+    download = page.locator("a[download]")
+    assert download.get_attribute("href") == f"/runs/{run.pk}/log.txt"
