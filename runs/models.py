@@ -119,7 +119,8 @@ class Task(models.Model):
         return self.name
 
     def get_absolute_url(self) -> str:
-        return reverse("admin:runs_task_change", args=[self.pk])
+        # The task's page (the admin's "View on site" leads there).
+        return reverse("runs:task", args=[self.name])
 
     @property
     def script(self) -> str:
