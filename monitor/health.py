@@ -58,36 +58,55 @@ def alive_clusters() -> int:
     return len(cluster_stats())
 
 
-def _run_check(check: Callable[[], Any], results: dict[str, Any], name: str) -> None:
+# At most one thread per check and process: while a check hangs (a Redis
+# ping without a timeout), later requests wait on it instead of piling up
+# more hanging threads.
+_inflight: dict[str, tuple[threading.Thread, dict[str, Any]]] = {}
+_inflight_lock = threading.Lock()
+
+
+def _run_check(check: Callable[[], Any], box: dict[str, Any], name: str) -> None:
     try:
-        results[name] = check()
+        box["value"] = check()
     except Exception as exc:
-        results[name] = _describe(name, exc)
+        box["value"] = _describe(name, exc)
     finally:
         # Each thread has its own connections; do not leave them open.
         connections.close_all()
+
+
+def _start(name: str, check: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    with _inflight_lock:
+        current = _inflight.get(name)
+        if current is not None and current[0].is_alive():
+            return current
+        box: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=_run_check, args=(check, box, name), name=f"health-{name}", daemon=True
+        )
+        _inflight[name] = (thread, box)
+        thread.start()
+        return thread, box
+
+
+CHECKS: dict[str, Callable[[], Any]] = {
+    "database": check_database,
+    "broker": check_broker,
+    "workers": alive_clusters,
+}
 
 
 def run_checks(timeout: float = HEALTH_TIMEOUT) -> tuple[bool, dict[str, Any]]:
     """(healthy, checks): database, broker and the number of live clusters,
     checked side by side in daemon threads, so the whole takes at most about
     ``timeout`` seconds; a check that has not answered by then has failed."""
-    results: dict[str, Any] = {}
-    threads = [
-        threading.Thread(
-            target=_run_check, args=(check, results, name), name=f"health-{name}", daemon=True
-        )
-        for name, check in (
-            ("database", check_database),
-            ("broker", check_broker),
-            ("workers", alive_clusters),
-        )
-    ]
     deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    started = {name: _start(name, check) for name, check in CHECKS.items()}
+    results: dict[str, Any] = {}
+    for name, (thread, box) in started.items():
         thread.join(max(0.0, deadline - time.monotonic()))
+        if "value" in box:
+            results[name] = box["value"]
     late = f"error: no answer within {timeout:g} s"
     checks: dict[str, Any] = {
         "database": results.get("database", late),

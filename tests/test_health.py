@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +123,32 @@ def test_with_a_live_cluster_everything_is_healthy_and_busy_workers_are_counted(
     wait_for(lambda: HostSample.objects.exists(), message="no host sample was recorded")
     services.request_cancel(Run.objects.get(pk=run.pk), actor="test")
     wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.CANCELLED)
+
+
+def test_a_hanging_check_fails_at_the_deadline_and_is_not_started_twice(monkeypatch):
+    from monitor import health
+
+    release = threading.Event()
+    calls = []
+
+    def hanging() -> str:
+        calls.append(1)
+        release.wait(30)
+        return "ok"
+
+    monkeypatch.setitem(health.CHECKS, "broker", hanging)
+    monkeypatch.setitem(health.CHECKS, "database", lambda: "ok")
+    monkeypatch.setitem(health.CHECKS, "workers", lambda: 1)
+    try:
+        for _ in range(3):
+            healthy, checks = health.run_checks(timeout=0.2)
+            assert not healthy
+            assert checks == {
+                "database": "ok",
+                "broker": "error: no answer within 0.2 s",
+                "workers": 1,
+            }
+        assert len(calls) == 1
+    finally:
+        release.set()
+    wait_for(lambda: health.run_checks(timeout=1)[0], message="the check did not recover")
