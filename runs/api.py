@@ -20,16 +20,23 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.utils.http import content_disposition_header
-from django.views.decorators.csrf import csrf_exempt
 
 from runs import scripts, services
-from runs.auth import authenticate, error, permission_required, staff_required
+from runs.auth import (
+    MAX_BODY_BYTES,
+    BadRequest,
+    NotFound,
+    content_length,
+    endpoint,
+    error,
+    permission_required,
+    staff_required,
+)
 from runs.models import LogChunk, Run, Task, validate_timeout
 from runs.names import script_path, validate_task_name
 from runs.openapi import openapi_document
 from runs.serializers import run_json, task_json
 
-MAX_BODY_BYTES = 1 << 20
 # One read of a log returns at most this much; X-Log-Size tells the caller
 # whether to ask again. The download streams the whole log.
 MAX_LOG_READ_BYTES = 8 << 20
@@ -40,43 +47,6 @@ MAX_LIMIT = 1000
 # Upper bounds keep values inside the database's integer columns.
 MAX_LIMIT_VALUE = {"memory_mb": 1 << 20, "cpu_seconds": 2**31 - 1, "output_mb": 1 << 20}
 LOG_NAME_RE = re.compile(r"^(?P<task>.+)_(?P<id>[0-9]{1,18})\.log$")
-
-
-class BadRequest(Exception):
-    """Input the API refuses with 400 and ``{"error": message}``."""
-
-
-class NotFound(Exception):
-    """An unknown name or id: 404."""
-
-
-# --- the door: authentication, methods, errors ------------------------------
-
-
-def endpoint(**handlers: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """One URL with one handler per HTTP method. Authentication comes first
-    (401 before anything else), then the method (405), then the handler."""
-
-    # Sessions still get their CSRF check, in authenticate(); the middleware's
-    # own would answer with an HTML page and cannot tell a token from a cookie.
-    @csrf_exempt
-    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
-        refusal = authenticate(request)
-        if refusal is not None:
-            return refusal
-        handler = handlers.get(request.method or "")
-        if handler is None:
-            response = error(f"Method {request.method} not allowed.", 405)
-            response["Allow"] = ", ".join(handlers)
-            return response
-        try:
-            return handler(request, **kwargs)
-        except BadRequest as exc:
-            return error(str(exc), 400)
-        except NotFound as exc:
-            return error(str(exc), 404)
-
-    return view
 
 
 def _get_task(name: str) -> Task:
@@ -128,11 +98,7 @@ def read_json(
 ) -> dict[str, Any]:
     """The request's JSON object, each field checked by its function. An
     empty body is an empty object."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > MAX_BODY_BYTES:
+    if content_length(request) > MAX_BODY_BYTES:
         raise BadRequest(f"The body is larger than {MAX_BODY_BYTES} bytes.")
     raw = request.body
     if len(raw) > MAX_BODY_BYTES:
@@ -432,8 +398,8 @@ def _cancel(request: HttpRequest, run: Run) -> HttpResponse:
 @permission_required("runs.view_run")
 def list_runs(request: HttpRequest) -> HttpResponse:
     raw = request.GET.get("status", "")
-    statuses = [s.strip() for s in raw.split(",") if s.strip()] or Run.Status.active()
-    unknown = [s for s in statuses if s not in Run.Status.values]
+    statuses = [s.strip(" ") for s in raw.split(",")] if raw else Run.Status.active()
+    unknown = [repr(s) for s in statuses if s not in Run.Status.values]
     if unknown:
         raise BadRequest(
             f"status: unknown state(s) {', '.join(unknown)} "
@@ -550,3 +516,12 @@ def app_log(request: HttpRequest) -> HttpResponse:
 
 def openapi(request: HttpRequest) -> HttpResponse:
     return JsonResponse(openapi_document())
+
+
+def not_found(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    raise NotFound(f"No API call at {request.path}.")
+
+
+# Every other /api/ URL (routed last, after the other apps' API calls): a JSON
+# 404 for every method, after the same authentication.
+unknown_call = endpoint(**{m: not_found for m in ("GET", "POST", "PUT", "PATCH", "DELETE")})

@@ -15,6 +15,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 
 from runs.models import ApiToken
 
@@ -37,6 +38,18 @@ def hash_token(token: str) -> str:
     # A token has 256 random bits: a plain SHA-256 is enough, no slow hash
     # (there is nothing to brute-force), and it can be looked up by index.
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# The largest request body the API reads; larger ones are refused with 400.
+MAX_BODY_BYTES = 1 << 20
+
+
+class BadRequest(Exception):
+    """Input the API refuses with 400 and ``{"error": message}``."""
+
+
+class NotFound(Exception):
+    """An unknown name or id: 404."""
 
 
 def error(message: str, status: int, **extra: Any) -> JsonResponse:
@@ -127,3 +140,44 @@ def staff_required(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def content_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def endpoint(**handlers: View) -> View:
+    """One API URL with one handler per HTTP method, answering in JSON:
+    authentication first (401 before anything else), then the method (405),
+    then the handler, whose BadRequest and NotFound become 400 and 404.
+
+    ``path("tasks", endpoint(GET=list_tasks, POST=create_task))``"""
+
+    # Sessions still get their CSRF check, in authenticate(); the middleware's
+    # own would answer with an HTML page and cannot tell a token from a cookie.
+    @csrf_exempt
+    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        if content_length(request) <= MAX_BODY_BYTES:
+            # Read the body before the CSRF check parses a form out of it and
+            # leaves nothing for the handler to read.
+            request.body  # noqa: B018
+        refusal = authenticate(request)
+        if refusal is not None:
+            return refusal
+        handler = handlers.get(request.method or "")
+        if handler is None:
+            response = error(f"Method {request.method} not allowed.", 405)
+            response["Allow"] = ", ".join(handlers)
+            return response
+        try:
+            return handler(request, **kwargs)
+        except BadRequest as exc:
+            return error(str(exc), 400)
+        except NotFound as exc:
+            return error(str(exc), 404)
+
+    view.handlers = handlers  # type: ignore[attr-defined]  (for the OpenAPI test)
+    return view

@@ -140,7 +140,9 @@ def _schemas() -> dict[str, Any]:
                 "worker",
                 "log_url",
             ],
-            "additionalProperties": False,
+            # Other issues add fields (schedules, retries): CONTRACT's are
+            # required here, more may come.
+            "additionalProperties": True,
         },
         "Parameter": {
             "type": "object",
@@ -185,7 +187,9 @@ def _schemas() -> dict[str, Any]:
                 "running",
                 "last_run",
             ],
-            "additionalProperties": False,
+            # Other issues add fields (schedules, retries): CONTRACT's are
+            # required here, more may come.
+            "additionalProperties": True,
         },
         "TaskCreate": {
             "type": "object",
@@ -247,6 +251,7 @@ def _envelope(key: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
+    states = "(" + "|".join(Run.Status.values) + ")"
     task = _envelope("task", _ref("Task"))
     run = _envelope("run", _ref("Run"))
     conflict = _json(_ref("Error"), "In conflict with the current state.")
@@ -359,7 +364,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [
                     _query(
                         "status",
-                        {"type": "string"},
+                        {"type": "string", "pattern": f"^( *{states} *(, *{states} *)*)?$"},
                         "One state or several joined by commas (default: queued,running).",
                     ),
                     task_filter,
