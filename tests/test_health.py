@@ -19,7 +19,7 @@ from monitor.health import alive_clusters
 from runs import services
 from runs.models import Run
 from tests.api_client import Api, make_user
-from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.conftest import ROOT, database_url, subprocess_env, wait_for
 
 # A /health request in a process of its own, timed around the request only.
 PROBE = """
@@ -35,8 +35,10 @@ print(json.dumps({"status": response.status_code, "body": response.json(),
 """
 
 
-def probe_health(tmp_path: Path, database_url: str) -> dict:
-    env = subprocess_env(tmp_path, DATABASE_URL=database_url, DATA_DIR=str(tmp_path / "data"))
+def probe_health(tmp_path: Path, database_url: str, **extra: str) -> dict:
+    env = subprocess_env(
+        tmp_path, DATABASE_URL=database_url, DATA_DIR=str(tmp_path / "data"), **extra
+    )
     out = subprocess.run(
         [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, timeout=60
     )
@@ -84,6 +86,37 @@ def test_health_is_503_fast_when_nothing_listens_on_the_database_port(tmp_path):
     assert result["body"]["checks"]["database"].startswith("error")
     # The ORM broker lives in the same database.
     assert set(result["body"]["failing"]) == {"database", "broker", "workers"}
+
+
+def _redis_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
+def test_with_redis_the_broker_check_is_a_ping(tmp_path):
+    result = probe_health(tmp_path, database_url(), REDIS_URL="redis://127.0.0.1:6379/13")
+    assert result["body"]["checks"]["broker"] == "ok"
+    assert result["body"]["checks"]["database"] == "ok"
+    assert result["status"] == 503 and result["body"]["failing"] == ["workers"]
+
+
+@pytest.mark.django_db
+def test_a_hanging_redis_fails_the_broker_check_fast(tmp_path):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        result = probe_health(tmp_path, database_url(), REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    assert result["status"] == 503
+    assert result["seconds"] < 2
+    assert result["body"]["checks"]["database"] == "ok"
+    assert result["body"]["checks"]["broker"].startswith("error")
+    assert set(result["body"]["failing"]) == {"broker", "workers"}
 
 
 @pytest.mark.django_db
