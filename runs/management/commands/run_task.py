@@ -1,5 +1,6 @@
 import argparse
 import json
+import logging
 import sys
 import time
 
@@ -62,6 +63,9 @@ class Command(BaseCommand):
         parser.add_argument("script_args", nargs=argparse.REMAINDER, metavar="args")
 
     def handle(self, *, name, script_args, wait, delay=None, at=None, **options):
+        # This command's stdout is data (the run id, the log): keep the
+        # queue's own "Enqueued" chatter out of it.
+        logging.getLogger("django-q").setLevel(logging.WARNING)
         when = {"--delay": delay, "--at": at}
         script_args = self._take_param_options(script_args, options)
         script_args, wait = self._split(script_args, wait, when)
