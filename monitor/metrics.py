@@ -19,7 +19,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from runs.models import Run
 
@@ -162,5 +162,8 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(RunCollector())
 
 
-def render() -> bytes:
-    return generate_latest(registry)
+def render(accept: str = "") -> tuple[bytes, str]:
+    """The metrics in the format the scraper asked for (Accept header):
+    OpenMetrics or the Prometheus text format; (body, content type)."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type

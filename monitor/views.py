@@ -14,7 +14,6 @@ from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitor import charts, clusters, metrics, system
 from monitor.health import health_report
@@ -97,7 +96,8 @@ def prometheus_metrics(request: HttpRequest) -> HttpResponse:
             )
         if not request.user.is_staff:
             return auth.error("Permission denied: staff only.", 403)
-    return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+    body, content_type = metrics.render(request.headers.get("Accept", ""))
+    return HttpResponse(body, content_type=content_type)
 
 
 # -- the monitor page ----------------------------------------------------------

@@ -108,3 +108,13 @@ def test_counters_move_when_runs_finish(make_task, execute):
         == 1
     )
     assert Run.objects.count() == 4
+
+
+def test_openmetrics_when_the_scraper_asks_for_it():
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+    response = _staff().get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    names = {family.name for family in parse_om(response.content.decode())}
+    assert {"taskrun_runs_finished", "taskrun_clusters_alive"} <= names
