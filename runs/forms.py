@@ -11,15 +11,48 @@ from typing import Any
 from django import forms
 
 from runs.models import Run, Task
+from runs.parameters import Param, ParamError, ParameterSpec, params_to_argv
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_ARGS = 200
 MAX_ENV = 200
 
 
+def _param_field(param: Param) -> forms.Field:
+    """A form field for one argparse parameter. Values stay text here:
+    params_to_argv converts and checks them, and its errors name the field."""
+    common: dict[str, Any] = {"label": param.option or param.name, "required": False}
+    if param.help:
+        common["help_text"] = param.help
+    if param.kind == "flag":
+        if param.action == "boolean_optional":
+            return forms.ChoiceField(
+                choices=[("", "default"), ("true", "on"), ("false", "off")], **common
+            )
+        # The box shows the value the script will see; the default is its start.
+        return forms.BooleanField(initial=bool(param.default), **common)
+    if param.choices and not param.multiple:
+        choices = [(str(c), str(c)) for c in param.choices]
+        return forms.ChoiceField(choices=[("", "—"), *choices], **common)
+    if param.multiple:
+        placeholder = "values separated by spaces; quotes group words"
+    elif param.default not in (None, "") and not param.default_computed:
+        placeholder = f"default: {param.default}"
+    else:
+        placeholder = ""
+    attrs = {"placeholder": placeholder, "spellcheck": "false"}
+    if param.type in ("int", "float") or param.action == "count":
+        attrs["inputmode"] = "decimal"
+    return forms.CharField(widget=forms.TextInput(attrs=attrs), max_length=5000, **common)
+
+
 class RunTaskForm(forms.Form):
     """Arguments, environment variables and a JSON config for one run. What
-    the user typed is checked whole before anything is queued."""
+    the user typed is checked whole before anything is queued.
+
+    When the script's argparse can be read (``spec``), the form also has a
+    field per parameter; the free arguments field stays as the other way.
+    Left all empty, the run takes the task's default arguments."""
 
     ARGS_LINES = "lines"
     ARGS_SHELL = "shell"
@@ -59,15 +92,31 @@ class RunTaskForm(forms.Form):
         help_text="A JSON object; the script finds its path in TASKRUN_CONFIG.",
     )
 
+    def __init__(
+        self, *args: Any, spec: ParameterSpec | None = None, task: Task | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec = spec if spec is not None and spec.readable and spec.parameters else None
+        self.task_args = list(task.args or []) if task is not None else []
+        if self.spec is not None:
+            for param in self.spec.parameters:
+                self.fields[f"p_{param.name}"] = _param_field(param)
+
     @classmethod
-    def for_task(cls, task: Task) -> RunTaskForm:
-        """An unbound form showing the task's default arguments."""
-        args = [str(a) for a in task.args or []]
-        if any("\n" in a or a != a.strip() or a == "" for a in args):
-            initial = {"args": shlex.join(args), "args_style": cls.ARGS_SHELL}
-        else:
-            initial = {"args": "\n".join(args), "args_style": cls.ARGS_LINES}
-        return cls(initial=initial)
+    def for_task(cls, task: Task, spec: ParameterSpec | None = None) -> RunTaskForm:
+        """An unbound form. Without a parameter form, the free arguments field
+        shows the task's default arguments."""
+        form = cls(spec=spec, task=task)
+        if form.spec is None:
+            args = [str(a) for a in task.args or []]
+            if any("\n" in a or a != a.strip() or a == "" for a in args):
+                form.initial = {"args": shlex.join(args), "args_style": cls.ARGS_SHELL}
+            else:
+                form.initial = {"args": "\n".join(args), "args_style": cls.ARGS_LINES}
+        return form
+
+    def param_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name.startswith("p_")]
 
     def clean_env(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -109,11 +158,42 @@ class RunTaskForm(forms.Form):
             raise forms.ValidationError('The config must be a JSON object, like {"key": "value"}.')
         return value
 
+    def _given_params(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The parameters the user set: filled fields, and flags moved off
+        their default."""
+        assert self.spec is not None
+        params: dict[str, Any] = {}
+        for param in self.spec.parameters:
+            value = data.get(f"p_{param.name}")
+            if param.kind == "flag" and param.action != "boolean_optional":
+                if bool(value) != bool(param.default):
+                    params[param.name] = bool(value)
+            elif value not in (None, ""):
+                params[param.name] = value
+        return params
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         text = data.get("args")
         style = data.get("args_style")
         if text is None or style is None:
+            return data
+        if self.spec is not None and not text.strip():
+            params = self._given_params(data)
+            if not params and self.task_args:
+                data["arg_list"] = None  # the task's defaults
+                return data
+            try:
+                data["arg_list"] = params_to_argv(self.spec, params)
+            except ParamError as exc:
+                field = f"p_{exc.field}"
+                if field in self.fields:
+                    self.add_error(field, exc.message)
+                else:
+                    self.add_error(None, str(exc))
+            return data
+        if self.spec is not None and self._given_params(data):
+            self.add_error("args", "Fill in either the parameters or the free arguments, not both.")
             return data
         if style == self.ARGS_SHELL:
             try:

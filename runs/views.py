@@ -30,6 +30,7 @@ from django.views.decorators.http import require_GET, require_POST
 from runs import services
 from runs.forms import RunFilterForm, RunTaskForm
 from runs.models import LogChunk, Run, Task
+from runs.parameters import read_parameters
 from runs.revisions import diff_lines, revision_history
 
 S = Run.Status
@@ -151,9 +152,16 @@ def _dashboard_context() -> dict[str, Any]:
     queued_qs = Run.objects.filter(status=S.QUEUED)
     queued = list(queued_qs.select_related("task", "triggered_by").order_by("id")[:20])
     queued_count = queued_qs.count() if len(queued) == 20 else len(queued)
-    failures = list(
-        Run.objects.filter(status__in=FAILED_STATES).select_related("task").order_by("-id")[:10]
-    )
+    # One index range per failed state (status, -id), merged here: a single
+    # IN query could walk the whole table when failures are rare.
+    failures = sorted(
+        (
+            run
+            for state in FAILED_STATES
+            for run in Run.objects.filter(status=state).select_related("task").order_by("-id")[:10]
+        ),
+        key=lambda run: -run.pk,
+    )[:10]
     counts = dict(
         Run.objects.filter(queued_at__gte=now - timedelta(hours=24))
         .values_list("status")
@@ -258,10 +266,13 @@ def task_detail(request: HttpRequest, name: str, form: RunTaskForm | None = None
     context = {"task": task, **history}
     if _partial(request):
         return _refresh(request, "runs/_task_history.html", context)
+    code = task.read_code()
+    spec = read_parameters(code)
     context.update(
-        code=task.read_code(),
+        code=code,
+        spec=spec,
         revisions=revision_history(task),
-        form=form or RunTaskForm.for_task(task),
+        form=form or RunTaskForm.for_task(task, spec),
         active=task.active_run(),
     )
     return render(request, "runs/task_detail.html", context, status=400 if form else 200)
@@ -276,7 +287,7 @@ def run_task(request: HttpRequest, name: str) -> HttpResponse:
     task = get_object_or_404(Task, name=name)
     kwargs: dict[str, Any] = {}
     if "args" in request.POST:
-        form = RunTaskForm(request.POST)
+        form = RunTaskForm(request.POST, spec=read_parameters(task.read_code()), task=task)
         if not form.is_valid():
             messages.error(request, "The run was not started: see the form below.")
             return task_detail(request, name, form=form)
@@ -355,7 +366,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 def _get_run(run_id: int) -> Run:
     return get_object_or_404(
-        Run.objects.select_related("task", "triggered_by", "revision", "revision__author"),
+        Run.objects.select_related(
+            "task", "triggered_by", "revision", "revision__author", "schedule", "schedule__task"
+        ),
         pk=run_id,
     )
 
@@ -392,7 +405,13 @@ def code_changes(run: Run) -> dict[str, Any]:
 
 
 def _run_context(run: Run) -> dict[str, Any]:
-    return {"run": run, "events": list(run.events.all()), "changes": code_changes(run)}
+    return {
+        "run": run,
+        "events": list(run.events.all()),
+        "changes": code_changes(run),
+        "retried_as": Run.objects.filter(retry_of=run).only("id").first(),
+        "downstream": list(run.downstream_runs.select_related("task").order_by("id")[:20]),
+    }
 
 
 @never_cache

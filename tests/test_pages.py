@@ -268,6 +268,70 @@ def test_run_again_repeats_arguments_environment_and_config(operator_client, tas
     assert (new.args, new.env, new.config) == (["x"], {"K": "v"}, {"a": 1})
 
 
+ARGPARSE_SCRIPT = """\
+import argparse
+parser = argparse.ArgumentParser()
+parser.add_argument("source", help="where the data comes from")
+parser.add_argument("--count", type=int, default=3)
+parser.add_argument("--mode", choices=["fast", "slow"])
+parser.add_argument("--verbose", action="store_true")
+args = parser.parse_args()
+"""
+
+
+def param_post(**fields: str) -> dict[str, str]:
+    data = {"args": "", "args_style": "lines", "env": "", "config": ""}
+    data.update({k if k in data else f"p_{k}": v for k, v in fields.items()})
+    return data
+
+
+def test_task_page_offers_a_form_from_the_scripts_argparse(operator_client, make_task):
+    make_task("etl", ARGPARSE_SCRIPT)
+    page = operator_client.get(reverse("runs:task", args=["etl"])).content.decode()
+    for name in ("p_source", "p_count", "p_mode", "p_verbose"):
+        assert f'name="{name}"' in page
+    assert "where the data comes from" in page
+    assert "default: 3" in page
+    assert '<option value="slow">' in page
+
+
+def test_parameter_fields_become_the_scripts_arguments(operator_client, make_task):
+    make_task("etl", ARGPARSE_SCRIPT)
+    response = operator_client.post(
+        reverse("runs:run_task", args=["etl"]),
+        param_post(source="data dir", count="5", mode="slow", verbose="on"),
+    )
+    assert response.status_code == 302
+    assert Run.objects.get().args == ["data dir", "--count", "5", "--mode", "slow", "--verbose"]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"source": "x", "count": "many"}, "must be an integer"),
+        ({"count": "2"}, "is required"),
+        ({"source": "x", "args": "--other"}, "either the parameters or the free arguments"),
+    ],
+)
+def test_bad_parameters_are_refused_and_change_nothing(operator_client, make_task, fields, message):
+    make_task("etl", ARGPARSE_SCRIPT)
+    response = operator_client.post(reverse("runs:run_task", args=["etl"]), param_post(**fields))
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert Run.objects.count() == 0
+
+
+def test_free_arguments_still_work_beside_a_parameter_form(operator_client, make_task):
+    make_task("etl", ARGPARSE_SCRIPT, args=["default-source"])
+    url = reverse("runs:run_task", args=["etl"])
+    operator_client.post(url, param_post(args="one two", args_style="shell"))
+    assert Run.objects.get().args == ["one", "two"]
+    Run.objects.all().delete()
+    # Nothing filled in: the task's default arguments.
+    operator_client.post(url, param_post())
+    assert Run.objects.get().args == ["default-source"]
+
+
 # --- the run list ------------------------------------------------------------
 
 
