@@ -157,8 +157,10 @@ def _role(proc: psutil.Process, cmdline: list[str], run_id: int | None) -> str:
     if proc.pid == os.getpid():
         return "this process"
     text = " ".join(cmdline)
-    if "qcluster" in text or "serve" in text.split():
+    if "qcluster" in text:
         return "cluster"
+    if "serve" in cmdline:
+        return "web + cluster"
     if "gunicorn" in text or "runserver" in text:
         return "web"
     return ""
