@@ -64,6 +64,7 @@ class RunUsage:
         self.cpu_gone = 0.0
         self.cpu_seconds = 0.0
         self.peak_rss = 0
+        self.measured = False
         # The latest sample, for the run's limits.
         self.rss_now = 0
         self.processes_now = 0
@@ -92,6 +93,9 @@ class RunUsage:
 
     def fields(self) -> dict[str, Any]:
         series = self.series + ([self._bucket_point()] if self.bucket else [])
+        if not self.measured:
+            # The script ended before its first sample: unknown, not zero.
+            return {"peak_rss": None, "cpu_seconds": None, "usage": None}
         return {
             "peak_rss": self.peak_rss,
             "cpu_seconds": round(self.cpu_seconds, 3),
@@ -125,6 +129,7 @@ class RunUsage:
             except psutil.Error:
                 continue
             alive.add(proc.pid)
+            self.measured = True
             self.procs[proc.pid] = proc
             self.parents[proc.pid] = ppid
             # A process's own time plus that of the children it has waited

@@ -57,6 +57,7 @@ def test_children_and_their_cpu_count_towards_the_run(make_task, execute):
 def test_the_series_stays_bounded_and_keeps_the_peak():
     usage = RunUsage(1, every=0.0, max_points=10)
     usage.root = None  # feed points by hand: no process is measured
+    usage.measured = True
     for second in range(1000):
         rss = 500 if second == 777 else 100
         usage._add_point(float(second), 50.0, rss, 1)
@@ -66,3 +67,12 @@ def test_the_series_stays_bounded_and_keeps_the_peak():
     assert max(point[2] for point in series) == 500
     assert [point[0] for point in series] == sorted(point[0] for point in series)
     assert all(point[1] == 50.0 for point in series)
+
+
+def test_a_script_gone_before_its_first_sample_is_unmeasured_not_zero(make_task, execute):
+    run = execute(services.start_run(make_task("blink", "pass")))
+    assert run.status == Run.Status.SUCCEEDED
+    if run.usage is None:
+        assert run.peak_rss is None and run.cpu_seconds is None
+    else:  # a slow machine let the sampler see it after all
+        assert run.peak_rss > 0
