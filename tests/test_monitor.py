@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from monitor import charts, sampler, system
+from monitor.health import alive_clusters
 from monitor.models import HostSample
 from runs import services
 from runs.models import Run
@@ -147,6 +148,8 @@ def test_monitor_page_shows_host_workers_history_and_processes():
     HostSample.objects.create(
         host="worker-a", cpu_percent=42, memory_percent=30, memory_used=1 << 30
     )
+    # A cluster of an earlier test may linger in the cache for a few seconds.
+    wait_for(lambda: alive_clusters() == 0, timeout=10)
     client = _viewer_client()
     page = client.get("/monitor/")
     assert page.status_code == 200
