@@ -21,7 +21,7 @@ from django.http import (
 )
 from django.utils.http import content_disposition_header
 
-from runs import scripts, services
+from runs import automation, schedules, scripts, services
 from runs.auth import (
     MAX_BODY_BYTES,
     BadRequest,
@@ -42,10 +42,12 @@ from runs.serializers import run_json, task_json
 MAX_LOG_READ_BYTES = 8 << 20
 APP_LOG_TAIL_BYTES = 1 << 20
 DEFAULT_LIMIT = 100
+MAX_OFFSET = 2**62
 MAX_ID = 2**63
 MAX_LIMIT = 1000
 # Upper bounds keep values inside the database's integer columns.
 MAX_LIMIT_VALUE = {"memory_mb": 1 << 20, "cpu_seconds": 2**31 - 1, "output_mb": 1 << 20}
+INTEGER_RE = re.compile(r"-?[0-9]{1,30}")
 LOG_NAME_RE = re.compile(r"^(?P<task>.+)_(?P<id>[0-9]{1,18})\.log$")
 
 
@@ -229,6 +231,22 @@ TASK_FIELDS = {
     "env": _field("env", _env),
     "limits": _field("limits", _limits),
 }
+
+
+def _named(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A check whose complaint already names the field (and the item in it)."""
+
+    def checked(value: Any) -> Any:
+        try:
+            return check(value)
+        except ValidationError as exc:
+            raise BadRequest(" ".join(exc.messages)) from None
+
+    return checked
+
+
+# Schedules, overlap policy, retries and downstream tasks (runs.automation).
+TASK_FIELDS.update({name: _named(check) for name, check in automation.FIELDS.items()})
 CREATE_FIELDS = {"name": _field("name", _name), **TASK_FIELDS}
 
 
@@ -244,17 +262,20 @@ EXECUTE_FIELDS = {
     "params": _field("params", _object),
     "env": _field("env", _env),
     "config": _field("config", _object),
+    # Checked together by schedules.parse_start_time.
+    "delay": lambda value: value,
+    "at": lambda value: value,
 }
 
 
 def _query_int(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
     raw = request.GET.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer.") from None
+    # Plain ASCII digits only: int() would also take " 5", "1_000" and "٣".
+    if not INTEGER_RE.fullmatch(raw):
+        raise BadRequest(f"{name} must be an integer.")
+    value = int(raw)
     if not low <= value <= high:
         raise BadRequest(f"{name} must be between {low} and {high}.")
     return value
@@ -267,6 +288,7 @@ def _apply_task_fields(task: Task, body: dict[str, Any]) -> None:
     # Limits not named keep their value; null means the default.
     for name, value in body.get("limits", {}).items():
         setattr(task, name, value)
+    automation.apply_fields(task, body)
 
 
 # --- tasks -------------------------------------------------------------------
@@ -300,6 +322,7 @@ def create_task(request: HttpRequest) -> HttpResponse:
     try:
         with transaction.atomic():
             task.save()
+            automation.apply_related(task, body)
             try:
                 scripts.save_code(task, body["code"], author=request.user)
             except BaseException:
@@ -323,12 +346,17 @@ def update_task(request: HttpRequest, name: str) -> HttpResponse:
     body = read_json(request, UPDATE_FIELDS)
     if "code" in body and not request.user.has_perm("runs.edit_code"):
         return error("Permission denied: editing code needs runs.edit_code.", 403)
+    try:
+        automation.check(task, body)
+    except ValidationError as exc:
+        raise BadRequest(" ".join(exc.messages)) from None
     with transaction.atomic():
         task = Task.objects.select_for_update().get(pk=task.pk)
         _apply_task_fields(task, body)
         if "code" in body:
             task.missing = False
         task.save()
+        automation.apply_related(task, body)
         if "code" in body:
             scripts.save_code(task, body["code"], author=request.user)
     return JsonResponse({"task": task_json(task, with_code=True)})
@@ -361,6 +389,10 @@ def execute_task(request: HttpRequest, name: str) -> HttpResponse:
     if body.get("params"):
         raise BadRequest("params: this task has no parameters")
     try:
+        not_before = schedules.parse_start_time(delay=body.get("delay"), at=body.get("at"))
+    except ValidationError as exc:
+        raise BadRequest(" ".join(exc.messages)) from None
+    try:
         run = services.start_run(
             task,
             trigger=Run.Trigger.API,
@@ -368,6 +400,7 @@ def execute_task(request: HttpRequest, name: str) -> HttpResponse:
             args=body.get("args"),
             env=body.get("env"),
             config=body.get("config"),
+            not_before=not_before,
         )
     except services.RunRefused as exc:
         return error(str(exc), 409, run=run_json(exc.run) if exc.run else None)
@@ -451,7 +484,7 @@ def _log_run(log: str) -> Run:
 @permission_required("runs.view_run")
 def read_log(request: HttpRequest, log: str) -> HttpResponse:
     run = _log_run(log)
-    offset = _query_int(request, "offset", 0, 0, 2**62)
+    offset = _query_int(request, "offset", 0, 0, MAX_OFFSET)
     limit = _query_int(request, "limit", MAX_LOG_READ_BYTES, 1, MAX_LOG_READ_BYTES)
     # log_size and the chunks are written in one transaction, and the run was
     # read first: reading up to log_size gives the same snapshot as the header.
