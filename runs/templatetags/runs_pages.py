@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from runs.models import Task
 from runs.revisions import RevisionChange, revision_history
@@ -42,3 +44,13 @@ def duration(value: timedelta | float | None) -> str:
 def pretty_json(value: object) -> str:
     """JSON for people: indented, non-ASCII kept as is (escaped by the template)."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+@register.filter
+def ago(value: datetime | None) -> str:
+    """ "just now", "5 minutes ago", "2 days, 3 hours ago"."""
+    if value is None:
+        return "—"
+    if (timezone.now() - value).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(value)} ago"
