@@ -338,15 +338,18 @@ def test_worker_gives_up_with_one_line_when_the_database_is_not_migrated(tmp_pat
 
 @pytest.mark.slow
 def test_serve_answers_health_and_sigterm_stops_both_children(tmp_path, servers):
+    """The image's default command, on a fresh DATA_DIR: `manage.py serve`."""
     port = free_port()
     env = production_env(
-        tmp_path, WEB_WORKERS=1, WEB_THREADS=2, MAX_TASK_WORKERS=2, DRAIN_SECONDS=3
+        tmp_path,
+        HOST="127.0.0.1",
+        PORT=port,
+        WEB_WORKERS=1,
+        WEB_THREADS=2,
+        MAX_TASK_WORKERS=2,
+        DRAIN_SECONDS=3,
     )
-    serve = servers(
-        [sys.executable, MANAGE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        tmp_path / "serve.log",
-    )
+    serve = servers(["sh", str(ENTRYPOINT), "serve"], env, tmp_path / "serve.log")
     base = f"http://127.0.0.1:{port}"
     body = wait_for_health(base, serve, timeout=90)
     assert json.loads(body)["checks"]["workers"] == 1
