@@ -239,7 +239,8 @@ def test_lost_lease_stops_the_script_and_the_late_finish_is_refused(make_task, e
     run = services.start_run(task)
     worker = threading.Thread(target=execute, args=(run,))
     worker.start()
-    wait_for(lambda: Run.objects.get(pk=run.pk).status == S.RUNNING)
+    # Running, and the script started (its pid stored).
+    wait_for(lambda: Run.objects.get(pk=run.pk).pid)
     # Another party (a reaper elsewhere) decided the run was lost.
     assert services.transition(run.pk, to=S.LOST, allowed_from=[S.RUNNING], reason="lease expired")
     worker.join(timeout=10)
