@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_safe
 
 from monitor import charts, clusters, metrics, system
@@ -29,9 +30,13 @@ View = Callable[..., HttpResponse]
 def api_view(view: View) -> View:
     """GET-only JSON API call: a session or a bearer token (401 JSON without),
     and the view permission (403 JSON without)."""
+    guarded = auth.permission_required(VIEW_PERMISSION)(view)
 
-    @wraps(view)
+    # authenticate() does the CSRF check for sessions; the middleware's own
+    # would refuse a token caller's POST with an HTML page instead of a 405.
+    @csrf_exempt
     @never_cache
+    @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         refusal = auth.authenticate(request)
         if refusal is not None:
@@ -40,7 +45,7 @@ def api_view(view: View) -> View:
             response = auth.error(f"Method {request.method} not allowed.", 405)
             response["Allow"] = "GET"
             return response
-        return auth.permission_required(VIEW_PERMISSION)(view)(request, *args, **kwargs)
+        return guarded(request, *args, **kwargs)
 
     return wrapper
 

@@ -134,7 +134,9 @@ def test_system_api_answers_with_real_figures_to_a_token():
 
 @pytest.mark.django_db
 def test_system_api_refuses_writes():
-    response = Api(make_user("Viewers")).post("/api/system/info", {})
+    api = Api(make_user("Viewers"))
+    api.client = Client(enforce_csrf_checks=True)  # as a real program meets it
+    response = api.post("/api/system/info", {})
     assert response.status_code == 405
     assert response["Allow"] == "GET"
 
