@@ -25,6 +25,7 @@ from runs.limits import RunLimits
 from runs.models import CodeRevision, Run
 from runs.output import LogSink, OutputReader
 from runs.usage import RunUsage
+from runs.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Supervisor:
         self.outcome: tuple[str, str] | None = None  # (status, reason)
         self.usage: RunUsage | None = None
         self.masker = vault.Masker([])
+        self.watchdog: Watchdog | None = None
 
     # -- the run ----------------------------------------------------------
     def run(self) -> str:
@@ -84,6 +86,7 @@ class Supervisor:
             self._stop(grace=0)
             return self._finish(S.FAILED, f"executor error: {exc.__class__.__name__}: {exc}"[:500])
         finally:
+            self._release_watchdog()
             if self.tmpdir:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -133,6 +136,20 @@ class Supervisor:
             )
         except OSError as exc:
             return self._start_failed(f"could not start the script: {exc}")
+        # Past 60 % of the lease without a renewed heartbeat the watchdog
+        # stops the script, even when this process is frozen or stuck; it is
+        # dead well before the reaper (at 100 %) may let a retry start.
+        lease = settings.LEASE_SECONDS
+        try:
+            self.watchdog = Watchdog(
+                self.proc.pid,
+                fence=lease * 0.6,
+                grace=min(settings.KILL_GRACE_SECONDS, lease * 0.15),
+            )
+        except OSError as exc:
+            process.kill_group(self.proc.pid)
+            self.proc.wait()
+            return self._start_failed(f"could not start the script's watchdog: {exc}")
         self.usage = RunUsage(self.proc.pid, write_every=self.heartbeat_every)
         self.reader = OutputReader(self.proc.stdout, self.wake)
         self.reader.start()
@@ -198,7 +215,13 @@ class Supervisor:
             process.stop_group(proc.pid, grace=1.0, reap=proc.poll)
             self._drain_output()
             code = proc.wait()
-            if code == 0:
+            if self._release_watchdog():
+                self.outcome = (
+                    S.LOST,
+                    f"lease lost: no heartbeat for {self.watchdog.fence:g} s, "
+                    "the watchdog stopped the script",
+                )
+            elif code == 0:
                 self.outcome = (S.SUCCEEDED, "")
             else:
                 limit = self.limits.explain_exit(code, self.reader.tail)
@@ -249,7 +272,8 @@ class Supervisor:
         reader = self.reader
         data = self.sink.encode(reader.take()) if reader else b""
         fields.update(self._marker_fields())
-        heartbeat_due = time.monotonic() - self.last_heartbeat >= self.heartbeat_every
+        began = time.monotonic()
+        heartbeat_due = began - self.last_heartbeat >= self.heartbeat_every
         if not data and not fields and not heartbeat_due:
             return None
         with transaction.atomic():
@@ -262,7 +286,11 @@ class Supervisor:
                 **fields,
             )
         if held:
-            self.last_heartbeat = time.monotonic()
+            # The lease runs from when the heartbeat was taken, not from when
+            # a slow commit returned.
+            self.last_heartbeat = began
+            if self.watchdog is not None:
+                self.watchdog.renew(began)
         return held
 
     def _marker_fields(self) -> dict:
@@ -311,6 +339,14 @@ class Supervisor:
             self.proc.wait()
         if self.reader is not None:
             self._drain_output()
+        self._release_watchdog()
+
+    def _release_watchdog(self) -> bool:
+        """Let the watchdog go once the script is gone (never later: its
+        process group id could be reused); returns whether it had fired."""
+        if self.watchdog is None:
+            return False
+        return self.watchdog.close()
 
     def _note(self, message: str) -> None:
         data = self.sink.encode(b"") + f"[taskrun] {message}\n".encode()

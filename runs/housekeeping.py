@@ -30,6 +30,7 @@ def housekeep() -> None:
     from runs import services
 
     services.reap_lost_runs()
+    services.rescue_stranded_runs()
 
 
 def _loop() -> None:

@@ -349,12 +349,18 @@ def enqueue(run: Run) -> None:
     """Hand the run to the broker (after commit)."""
     from django_q.tasks import async_task
 
-    job_id = async_task(
-        "runs.executor.execute_run",
-        run.pk,
-        task_name=f"{run.task.name}#{run.pk}",
-        group="taskrun",
-    )
+    try:
+        job_id = async_task(
+            "runs.executor.execute_run",
+            run.pk,
+            task_name=f"{run.task.name}#{run.pk}",
+            group="taskrun",
+        )
+    except Exception as exc:
+        # The run is committed and stays queued: rescue_stranded_runs gives
+        # it a job once the broker answers. The caller's start stands.
+        logger.warning("run %s: could not hand it to the broker: %s", run.pk, exc)
+        return
     Run.objects.filter(pk=run.pk).update(job_id=str(job_id or ""))
 
 
@@ -363,6 +369,60 @@ def requeue(run_id: int) -> None:
     run = Run.objects.select_related("task").filter(pk=run_id, status=S.QUEUED).first()
     if run is not None:
         enqueue(run)
+
+
+def rescue_stranded_runs() -> list[int]:
+    """Give a new job to queued runs whose job went missing: handed to the
+    broker more than a lease ago, still not claimed, and not waiting in the
+    broker any more. That is a job taken by a cluster that died before it
+    started it (the ORM broker would redeliver it only after ``retry``, a
+    day; the Redis broker never), or one the broker never got. A second job
+    for a run that is merely slow to start costs nothing: the claim is a
+    compare-and-set, and the redundant job finds the run taken."""
+    cutoff = timezone.now() - timedelta(seconds=settings.LEASE_SECONDS)
+    stranded = list(
+        Run.objects.filter(status=S.QUEUED, dispatched_at__lt=cutoff).values_list(
+            "pk", "dispatched_at", "job_id"
+        )
+    )
+    if not stranded:
+        return []
+    waiting = _jobs_waiting_in_broker()
+    rescued = []
+    for run_id, dispatched_at, job_id in stranded:
+        if job_id and job_id in waiting:
+            continue  # Not taken yet: every worker is busy, or none is up.
+        # Only one housekeeper wins a run, and each may again a lease later.
+        if not Run.objects.filter(pk=run_id, status=S.QUEUED, dispatched_at=dispatched_at).update(
+            dispatched_at=timezone.now()
+        ):
+            continue
+        run = Run.objects.select_related("task").get(pk=run_id)
+        logger.warning("run %s: its job %s went missing; giving it a new one", run_id, job_id)
+        enqueue(run)
+        rescued.append(run_id)
+    return rescued
+
+
+def _jobs_waiting_in_broker() -> set[str]:
+    """Ids of the jobs in the broker that no cluster has taken yet."""
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    broker = get_broker()
+    if Conf.ORM:
+        rows = OrmQ.objects.using(Conf.ORM).filter(key=broker.list_key, lock__lte=timezone.now())
+        return {str(row.task_id()) for row in rows}
+    ids = set()
+    if Conf.REDIS:
+        for payload in broker.connection.lrange(broker.list_key, 0, -1):
+            try:
+                ids.add(str(SignedPackage.loads(payload)["id"]))
+            except Exception:
+                continue
+    return ids
 
 
 def claim_run(run_id: int, worker: str) -> Run | None:

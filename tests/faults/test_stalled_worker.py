@@ -1,0 +1,111 @@
+"""A frozen worker: its process is stopped (SIGSTOP) past the lease while its
+script runs. The two clusters stand for two machines (WORKER_HOST differs),
+so the reaper on the other one cannot kill the script itself: the frozen
+worker's own watchdog must. The run ends as the reaper wrote it, and the
+worker's late writes after SIGCONT are refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.conf import settings
+
+from runs import services
+from runs.models import Run, RunEvent
+from tests.conftest import wait_for
+from tests.faults.conftest import elapsed, orphans, probe_script, record_figures, script_processes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.faults]
+S = Run.Status
+
+
+def test_a_frozen_worker_is_reaped_its_script_stopped_and_its_late_writes_fenced(
+    make_task, clusters, ledger
+):
+    lease = settings.LEASE_SECONDS
+    task = make_task(
+        "stall",
+        probe_script(ledger, "stall"),
+        retry_on=["lost"],
+        retry_count=1,
+        retry_delay=0,
+    )
+    # One worker on host a: freezing it also freezes that host's reaper.
+    a = clusters.start("a", MAX_TASK_WORKERS=1)
+    run = services.start_run(task, args=["120", "0", "0.5"])  # the retry sleeps 0.5 s
+    run = wait_for(lambda: Run.objects.filter(pk=run.pk, status=S.RUNNING).first(), timeout=30)
+    wait_for(lambda: run.pk in ledger.started(), message="the script did not start")
+    assert run.worker.startswith("host-a:")
+    clusters.start("b")
+    worker_pid = int(run.worker.rsplit(":", 1)[1])
+
+    os.kill(worker_pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        lost = wait_for(
+            lambda: Run.objects.filter(pk=run.pk).exclude(status=S.RUNNING).first(),
+            timeout=lease * 5,
+            message="the frozen worker's run was not reaped",
+        )
+        time_to_lost = elapsed(frozen)
+        # By the time the reaper speaks, the frozen worker's watchdog has
+        # already stopped the script: the retry cannot run beside it.
+        alive_at_reap = [p.pid for p in script_processes([run.pk])]
+        assert lost.status == S.LOST
+        assert lost.reason == "lease expired"
+        assert alive_at_reap == [], "the script outlived its lease"
+
+        retry = wait_for(
+            lambda: Run.objects.filter(retry_of=run, status=S.SUCCEEDED).first(),
+            timeout=lease * 6,
+            message="the retry did not run while host a was frozen",
+        )
+        time_to_retry = elapsed(frozen)
+        assert retry.worker.startswith("host-b:")
+    finally:
+        os.kill(worker_pid, signal.SIGCONT)
+    resumed = time.monotonic()
+
+    # The resumed supervisor finds its script gone and its lease taken: its
+    # heartbeat and its finish are refused, and it says so.
+    wait_for(
+        lambda: f"run {run.pk} ended".encode() in a.log_path.read_bytes(),
+        timeout=15,
+        message="the resumed worker did not try to finish",
+    )
+    run.refresh_from_db()
+    assert run.status == S.LOST
+    assert run.reason == "lease expired"
+    assert run.heartbeat_at == lost.heartbeat_at
+    assert run.finished_at == lost.finished_at
+    transitions = list(
+        RunEvent.objects.filter(run=run).order_by("id").values_list("from_status", "to_status")
+    )
+    assert transitions == [("", S.QUEUED), (S.QUEUED, S.RUNNING), (S.RUNNING, S.LOST)]
+    assert b"no longer held it" in a.log_path.read_bytes()
+
+    # Host a works again.
+    again = services.start_run(task, args=["0.1"])
+    assert wait_for(lambda: Run.objects.filter(pk=again.pk, status=S.SUCCEEDED).first(), timeout=30)
+    assert clusters.stop_all() == [0, 0]
+
+    runs = list(Run.objects.filter(task=task).values_list("pk", flat=True))
+    overlaps = ledger.overlaps()
+    left = orphans(runs, ledger.pids())
+    assert overlaps == []
+    assert ledger.twice_started() == []
+    assert left == []
+    record_figures(
+        "stalled_worker",
+        runs=len(runs),
+        freezes=1,
+        overlaps=len(overlaps),
+        orphans=len(left),
+        lost=Run.objects.filter(task=task, status=S.LOST).count(),
+        time_to_lost=time_to_lost,
+        time_to_retry=time_to_retry,
+        time_to_fenced=elapsed(resumed),
+    )
