@@ -5,7 +5,7 @@ from django.utils.html import format_html
 
 from runs import scripts, services, vault
 from runs.auth import new_token
-from runs.models import ApiToken, Run, RunEvent, Secret, Task
+from runs.models import ApiToken, Run, RunEvent, Secret, Task, TaskLink, TaskSchedule
 
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -22,7 +22,22 @@ class TaskForm(forms.ModelForm):
 
     class Meta:
         model = Task
-        fields = ["name", "description", "code", "args", "env", "timeout", "enabled"]
+        fields = [
+            "name",
+            "description",
+            "code",
+            "args",
+            "env",
+            "timeout",
+            "enabled",
+            "overlap",
+            "max_queued",
+            "retry_count",
+            "retry_on",
+            "retry_delay",
+            "retry_backoff",
+            "retry_max_delay",
+        ]
 
     class Media:
         css = {"all": ["runs/code-editor.css"]}
@@ -74,6 +89,26 @@ class RunInline(admin.TabularInline):
         return format_html('<a href="../../../run/{}/change/">#{}</a>', run.pk, run.pk)
 
 
+class TaskScheduleInline(admin.TabularInline):
+    model = TaskSchedule
+    fields = ["cron", "timezone", "enabled", "next_run"]
+    readonly_fields = ["next_run"]
+    extra = 0
+    verbose_name_plural = "Schedules (cron: minute hour day month weekday [second])"
+
+    @admin.display(description="Next run")
+    def next_run(self, ts):
+        return ts.next_run_at if ts.enabled and ts.task.enabled else "—"
+
+
+class TaskLinkInline(admin.TabularInline):
+    model = TaskLink
+    fk_name = "upstream"
+    fields = ["downstream", "on"]
+    extra = 0
+    verbose_name_plural = "Downstream tasks (started when a run of this one ends)"
+
+
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     form = TaskForm
@@ -81,7 +116,7 @@ class TaskAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "missing"]
     search_fields = ["name", "description"]
     actions = ["run_now"]
-    inlines = [RunInline]
+    inlines = [TaskScheduleInline, TaskLinkInline, RunInline]
 
     def get_readonly_fields(self, request, obj=None):
         # The name is the script's file name: renaming would move the file
@@ -166,6 +201,7 @@ class RunAdmin(admin.ModelAdmin):
         "task", "status", "reason", "trigger", "triggered_by", "args", "env", "config",
         "attempt", "exit_code", "queued_at", "started_at", "finished_at", "heartbeat_at",
         "worker", "progress", "progress_message", "result", "log_size", "log_truncated",
+        "scheduled_for", "not_before", "schedule", "retry_of", "upstream",
         "log_tail",
     ]
     readonly_fields = fields

@@ -16,6 +16,22 @@ def admin_client(client):
     return client
 
 
+# Overlap, retries, and the schedule and downstream inlines (issue 5).
+AUTOMATION_FORM = {
+    "overlap": "skip",
+    "max_queued": "1",
+    "retry_count": "0",
+    "retry_on": '["failed", "timed_out", "lost"]',
+    "retry_delay": "10",
+    "retry_backoff": "2",
+    "retry_max_delay": "3600",
+    "schedules-TOTAL_FORMS": "0",
+    "schedules-INITIAL_FORMS": "0",
+    "downstream_links-TOTAL_FORMS": "0",
+    "downstream_links-INITIAL_FORMS": "0",
+}
+
+
 def add_task(client, name, code="print('hi')\n", **extra):
     data = {
         "name": name,
@@ -27,6 +43,7 @@ def add_task(client, name, code="print('hi')\n", **extra):
         "enabled": "on",
         "runs-TOTAL_FORMS": "0",
         "runs-INITIAL_FORMS": "0",
+        **AUTOMATION_FORM,
         **extra,
     }
     return client.post("/admin/runs/task/add/", data)
@@ -68,6 +85,7 @@ def test_saving_writes_the_script_and_keeps_a_revision(admin_client, tasks_dir):
         "enabled": "on",
         "runs-TOTAL_FORMS": "0",
         "runs-INITIAL_FORMS": "0",
+        **AUTOMATION_FORM,
     }
     response = admin_client.post(f"/admin/runs/task/{task.pk}/change/", data)
     assert response.status_code == 302, response.content[:2000]

@@ -304,3 +304,48 @@ def test_two_clusters_fire_every_slot_once(quick, cluster):
     assert span - 2 <= len(slots) <= span
     ran = Run.objects.filter(schedule=ts).exclude(status=S.SKIPPED)
     assert ran.exists() and all(r.status == S.SUCCEEDED for r in ran)
+
+
+@pytest.mark.django_db
+def test_the_task_admin_page_shows_schedules_and_downstream_tasks(admin_client, quick, make_task):
+    TaskSchedule.objects.create(task=quick, cron="15 * * * *")
+    after = make_task("after", "print(1)")
+    quick.downstream_links.create(downstream=after, on="failure")
+    page = admin_client.get(f"/admin/runs/task/{quick.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'value="15 * * * *"' in html
+    assert "Downstream tasks" in html and 'value="failure" selected' in html
+
+
+@pytest.mark.django_db
+def test_a_schedule_added_in_the_admin_gets_its_job(admin_client, quick, tasks_dir):
+    from tests.test_admin import add_task
+
+    response = add_task(
+        admin_client,
+        "nightly",
+        **{
+            "schedules-TOTAL_FORMS": "1",
+            "schedules-0-cron": "0 3 * * *",
+            "schedules-0-timezone": "Europe/Berlin",
+            "schedules-0-enabled": "on",
+        },
+    )
+    assert response.status_code == 302, response.context["errors"]
+    ts = TaskSchedule.objects.get(task__name="nightly")
+    assert (
+        Schedule.objects.get(pk=ts.job_id).next_run.astimezone(ZoneInfo("Europe/Berlin")).hour == 3
+    )
+    bad = add_task(
+        admin_client,
+        "broken",
+        **{
+            "schedules-TOTAL_FORMS": "1",
+            "schedules-0-cron": "0 3 * *",
+            "schedules-0-timezone": "UTC",
+        },
+    )
+    assert bad.status_code == 200
+    assert "Invalid cron expression" in bad.content.decode()
+    assert not Task.objects.filter(name="broken").exists()
