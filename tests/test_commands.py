@@ -120,3 +120,11 @@ def test_ensure_admin_creates_one_admin_once(tasks_dir, monkeypatch, capsys):
     admin = User.objects.get(is_superuser=True)
     assert admin.username == "admin" and admin.check_password("s3cret-pass")
     assert "s3cret-pass" not in capsys.readouterr().out
+
+
+def test_run_task_passes_everything_after_double_dash_to_the_script(make_task, tasks_dir):
+    make_task("dashes", "print(1)")
+    result = manage(tasks_dir, "run_task", "dashes", "a", "--", "--wait", "--param", "x=1", "--")
+    assert result.returncode == 0, result.stderr
+    run = Run.objects.get(pk=int(result.stdout.decode().strip()))
+    assert run.args == ["a", "--wait", "--param", "x=1", "--"]

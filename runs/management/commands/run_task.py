@@ -62,7 +62,19 @@ class Command(BaseCommand):
         )
         parser.add_argument("script_args", nargs=argparse.REMAINDER, metavar="args")
 
+    passthrough: list[str] = []
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # argparse drops the first "--" before REMAINDER sees it; keep what
+        # follows it aside, so it always reaches the script untouched.
+        if "--" in argv[2:]:
+            cut = argv.index("--", 2)
+            argv, self.passthrough = argv[:cut], argv[cut + 1 :]
+        super().run_from_argv(argv)
+
     def handle(self, *, name, script_args, wait, delay=None, at=None, **options):
+        if self.passthrough:
+            script_args = [*script_args, "--", *self.passthrough]
         # This command's stdout is data (the run id, the log): keep the
         # queue's own "Enqueued" chatter out of it.
         logging.getLogger("django-q").setLevel(logging.WARNING)
