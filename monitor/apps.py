@@ -8,6 +8,7 @@ class MonitorConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        from monitor import checks  # noqa: F401  (registers the system checks)
         from monitor.sampler import start_sampler
 
         # Every worker process starts a sampler thread; a file lock lets only

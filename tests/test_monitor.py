@@ -273,3 +273,12 @@ def test_run_usage_partial_and_endpoint(make_task):
     assert "<polyline" in data["html"]
     assert client.get("/monitor/runs/999999/usage").status_code == 404
     assert Client().get(f"/monitor/runs/{run.pk}/usage").status_code == 302
+
+
+def test_a_cache_private_to_one_process_is_refused_at_start(settings):
+    from monitor.checks import check_stats_cache
+
+    assert check_stats_cache() == []
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    (error,) = check_stats_cache()
+    assert error.id == "monitor.E001"
