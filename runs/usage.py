@@ -9,11 +9,14 @@ a one-minute one."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
 
 import psutil
+
+logger = logging.getLogger(__name__)
 
 
 def _high_water_rss(pid: int) -> int:
@@ -48,6 +51,7 @@ class RunUsage:
         self.every = every
         self.write_every = write_every
         self.max_points = max(2, max_points)
+        self.pid = pid
         self.started = time.monotonic()
         self.next_sample = self.started
         self.next_write = self.started + write_every
@@ -79,7 +83,7 @@ class RunUsage:
         now = time.monotonic() if now is None else now
         if now >= self.next_sample:
             self.next_sample = now + self.every
-            self._measure(now)
+            self._measure_safely(now)
         if now >= self.next_write:
             self.next_write = now + self.write_every
             return self.fields()
@@ -87,7 +91,7 @@ class RunUsage:
 
     def finish(self) -> dict[str, Any]:
         """The last measure (what is left of the tree) and the final fields."""
-        self._measure(time.monotonic())
+        self._measure_safely(time.monotonic())
         self._flush_bucket()
         return self.fields()
 
@@ -101,6 +105,14 @@ class RunUsage:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "usage": series,
         }
+
+    def _measure_safely(self, now: float) -> None:
+        # Measuring is an observer's job: a failure here must never stop
+        # or fail the run it observes.
+        try:
+            self._measure(now)
+        except Exception:
+            logger.exception("could not measure the process tree of pid %s", self.pid)
 
     def _tree(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}

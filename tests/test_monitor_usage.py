@@ -76,3 +76,13 @@ def test_a_script_gone_before_its_first_sample_is_unmeasured_not_zero(make_task,
         assert run.peak_rss is None and run.cpu_seconds is None
     else:  # a slow machine let the sampler see it after all
         assert run.peak_rss > 0
+
+
+def test_a_failing_measure_never_fails_the_run(make_task, execute, monkeypatch):
+    def broken(self, now):
+        raise RuntimeError("psutil exploded")
+
+    monkeypatch.setattr(RunUsage, "_measure", broken)
+    run = execute(services.start_run(make_task("fine", "import time; time.sleep(1.2)")))
+    assert run.status == Run.Status.SUCCEEDED
+    assert run.peak_rss is None and run.usage is None
