@@ -111,6 +111,7 @@ def test_a_user_without_view_permission_gets_403(client, user_in, task):
     run = Run.objects.create(task=task, status=S.SUCCEEDED)
     for url in page_urls(task, run):
         assert client.get(url).status_code == 403, url
+    assert "Not allowed" in client.get(reverse("runs:tasks")).content.decode()
 
 
 def test_every_page_renders_for_a_viewer(viewer_client, task):
@@ -148,7 +149,9 @@ def test_run_and_cancel_need_post(operator_client, task):
 
 
 def test_unknown_task_and_run_are_404(viewer_client):
-    assert viewer_client.get(reverse("runs:task", args=["nope"])).status_code == 404
+    response = viewer_client.get(reverse("runs:task", args=["nope"]))
+    assert response.status_code == 404
+    assert "Not found" in response.content.decode()
     assert viewer_client.get(reverse("runs:detail", args=[999999])).status_code == 404
     assert viewer_client.get(reverse("runs:live", args=[999999])).status_code == 404
 
