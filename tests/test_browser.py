@@ -263,6 +263,59 @@ def test_cancel_a_long_run_from_its_page(new_page, admin_user, make_task, cluste
     assert run.status == Run.Status.CANCELLED and run.finished_at is not None
 
 
+CHATTY = """\
+import os, time
+i = 0
+while not os.path.exists("release") and i < 30000:
+    i += 1
+    print(f"line {i}", flush=True)
+    time.sleep(0.02)
+print("end")
+"""
+
+AT_END = "(e) => e.scrollHeight - e.scrollTop - e.clientHeight < 30"
+
+
+def test_the_log_follows_its_end_unless_the_user_scrolled_up(
+    new_page, admin_user, make_task, tasks_dir: Path, cluster
+):
+    from runs import services
+
+    cluster()
+    task = make_task("chatter", CHATTY)
+    run = services.start_run(task, user=admin_user)
+    page = new_page()
+    log_in(page, admin_user)
+    page.goto(f"/runs/{run.pk}/")
+    log = page.locator("#log")
+
+    def lines() -> int:
+        return log.text_content().count("\n")
+
+    # Following: the box stays scrolled to the end while lines arrive.
+    wait_for(lambda: lines() > 150, message="the log did not grow")
+    seen = lines()
+    wait_for(lambda: lines() > seen + 20)
+    assert log.evaluate(AT_END)
+
+    # Scrolled up: new lines arrive, the view stays where the user put it.
+    log.evaluate("(e) => { e.scrollTop = 40; }")
+    seen = lines()
+    wait_for(lambda: lines() > seen + 30)
+    assert log.evaluate("(e) => e.scrollTop") == 40
+
+    # Back at the end: following again.
+    log.evaluate("(e) => { e.scrollTop = e.scrollHeight; }")
+    seen = lines()
+    wait_for(lambda: lines() > seen + 30)
+    assert log.evaluate(AT_END)
+    shot(page, "run-following")
+
+    (tasks_dir / "release").touch()
+    expect(status_of(page)).to_have_attribute("data-status", "succeeded")
+    expect(log).to_contain_text("end")
+
+
 def test_a_viewer_sees_no_run_button_and_cannot_post_one(new_page, viewer, make_task):
     task = make_task("hello", 'print("hello")\n')
     done = Run.objects.create(task=task, status=Run.Status.SUCCEEDED, exit_code=0)
