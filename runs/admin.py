@@ -5,7 +5,18 @@ from django.utils.html import format_html
 
 from runs import scripts, services, vault
 from runs.auth import new_token
-from runs.models import ApiToken, Run, RunEvent, Secret, Task, TaskLink, TaskSchedule
+from runs.models import (
+    Alert,
+    ApiToken,
+    Run,
+    RunEvent,
+    Secret,
+    Task,
+    TaskLink,
+    TaskSchedule,
+    Webhook,
+    WebhookDelivery,
+)
 
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -37,6 +48,12 @@ class TaskForm(forms.ModelForm):
             "retry_delay",
             "retry_backoff",
             "retry_max_delay",
+            "notify_emails",
+            "email_on_failure",
+            "email_on_success",
+            "email_on_recovery",
+            "alert_after",
+            "slow_factor",
         ]
 
     class Media:
@@ -101,6 +118,39 @@ class TaskScheduleInline(admin.TabularInline):
         return ts.next_run_at if ts.enabled and ts.task.enabled else "—"
 
 
+class WebhookInline(admin.TabularInline):
+    model = Webhook
+    fields = ["url", "secret", "on_failure", "on_success", "on_recovery", "on_alert", "enabled"]
+    extra = 0
+    verbose_name_plural = "Webhooks (signed JSON POST: X-Taskrun-Signature: sha256=<HMAC>)"
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["at", "webhook", "event", "attempt", "status_code", "error", "duration_ms"]
+    list_filter = ["event", "status_code"]
+    list_select_related = ["webhook__task"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ["at", "task", "kind", "message"]
+    list_filter = ["kind"]
+    list_select_related = ["task"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 class TaskLinkInline(admin.TabularInline):
     model = TaskLink
     fk_name = "upstream"
@@ -116,7 +166,7 @@ class TaskAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "missing"]
     search_fields = ["name", "description"]
     actions = ["run_now"]
-    inlines = [TaskScheduleInline, TaskLinkInline, RunInline]
+    inlines = [TaskScheduleInline, TaskLinkInline, WebhookInline, RunInline]
 
     def get_readonly_fields(self, request, obj=None):
         # The name is the script's file name: renaming would move the file

@@ -98,6 +98,25 @@ class Task(models.Model):
         validators=[MinValueValidator(0)],
         help_text="The longest wait before a retry, seconds.",
     )
+    # Notifications (runs.notifications). A chain of attempts notifies once,
+    # at its last attempt; "recovery" is the first success after a failure.
+    notify_emails = models.TextField(
+        blank=True, help_text="Addresses to email, separated by commas or new lines."
+    )
+    email_on_failure = models.BooleanField(default=True)
+    email_on_success = models.BooleanField(default=False)
+    email_on_recovery = models.BooleanField(default=True)
+    alert_after = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Alert when the task has not succeeded for this many seconds (dead-man switch).",
+    )
+    slow_factor = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Alert when a run takes longer than this many times its recent median.",
+    )
     # Resource limits; null means the RUN_* setting's default.
     memory_mb = models.PositiveIntegerField(null=True, blank=True)
     cpu_seconds = models.PositiveIntegerField(null=True, blank=True)
@@ -489,3 +508,83 @@ class TaskLink(models.Model):
 
         if self.upstream_id and self.downstream_id:
             check_no_cycle(self.upstream, self.downstream, ignore=self.pk)
+
+
+def new_webhook_secret() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+class Webhook(models.Model):
+    """A URL that gets a signed JSON POST when a run of its task ends as
+    chosen, and on alerts."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    secret = models.CharField(
+        max_length=128,
+        default=new_webhook_secret,
+        help_text="Key of the X-Taskrun-Signature header (HMAC-SHA256 of the body).",
+    )
+    on_failure = models.BooleanField(default=True)
+    on_success = models.BooleanField(default=False)
+    on_recovery = models.BooleanField(default=True)
+    on_alert = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["task", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.task.name} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one event to one webhook."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    event = models.CharField(max_length=16)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    status_code = models.IntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True, default="")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.attempt} → {self.status_code or self.error}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Alert(models.Model):
+    """An alert a run log cannot give: the task has not succeeded for too
+    long, or a run takes far longer than usual. ``key`` makes each one once."""
+
+    class Kind(models.TextChoices):
+        NOT_SUCCEEDED = "not_succeeded"
+        SLOW = "slow"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="alerts")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    key = models.CharField(max_length=200, unique=True)
+    message = models.CharField(max_length=500)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.message

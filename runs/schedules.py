@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -283,7 +284,8 @@ def _iso(value: datetime | None) -> str | None:
 
 class Clock(threading.Thread):
     """Runs django-q2's scheduler and releases due delayed runs, every
-    SCHEDULER_INTERVAL seconds, in a qcluster's main process."""
+    SCHEDULER_INTERVAL seconds, in a qcluster's main process; and checks the
+    alerts (runs.notifications) every PROCESS_CHECK_INTERVAL."""
 
     def __init__(self, interval: float | None = None):
         super().__init__(name="taskrun-clock", daemon=True)
@@ -294,7 +296,10 @@ class Clock(threading.Thread):
         from django_q.brokers import get_broker
         from django_q.scheduler import scheduler
 
+        from runs import notifications
+
         broker = get_broker()
+        next_alert_check = 0.0
         # Clusters started together should not all knock at once.
         self.stopping.wait(self.interval * random.uniform(0, 1))
         while not self.stopping.is_set():
@@ -302,6 +307,9 @@ class Clock(threading.Thread):
                 close_old_connections()
                 scheduler(broker=broker)
                 services.release_due_runs()
+                if time.monotonic() >= next_alert_check:
+                    next_alert_check = time.monotonic() + settings.PROCESS_CHECK_INTERVAL
+                    notifications.check_alerts()
             except DatabaseError as exc:
                 logger.warning("clock: database unreachable: %s", exc)
                 try:

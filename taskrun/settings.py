@@ -275,6 +275,26 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- notifications ----------------------------------------------------------
+# EMAIL_URL such as smtp+tls://user:password@smtp.example.com:587 (or
+# smtp+ssl://…); unset, mails are written to the console log.
+globals().update(
+    {
+        key: value
+        for key, value in env.email_url("EMAIL_URL", default="consolemail://").items()
+        if value not in (None, "")
+    }
+)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="taskrun@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# The address people reach taskrun at, for links in notifications.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=5)
+# A failed delivery is tried again after WEBHOOK_RETRY_SECONDS, then twice
+# that, and so on, WEBHOOK_ATTEMPTS times in all.
+WEBHOOK_ATTEMPTS = env.int("WEBHOOK_ATTEMPTS", default=5)
+WEBHOOK_RETRY_SECONDS = env.float("WEBHOOK_RETRY_SECONDS", default=10)
+
 # --- logging --------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {

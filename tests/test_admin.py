@@ -29,6 +29,8 @@ AUTOMATION_FORM = {
     "schedules-INITIAL_FORMS": "0",
     "downstream_links-TOTAL_FORMS": "0",
     "downstream_links-INITIAL_FORMS": "0",
+    "webhooks-TOTAL_FORMS": "0",
+    "webhooks-INITIAL_FORMS": "0",
 }
 
 
