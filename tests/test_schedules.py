@@ -349,3 +349,19 @@ def test_a_schedule_added_in_the_admin_gets_its_job(admin_client, quick, tasks_d
     assert bad.status_code == 200
     assert "Invalid cron expression" in bad.content.decode()
     assert not Task.objects.filter(name="broken").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_slots_missed_while_no_cluster_ran_fire_once_when_one_comes_back(quick, cluster):
+    ts = TaskSchedule.objects.create(task=quick, cron="* * * * * */2")
+    # As if every cluster had been down for a minute: thirty slots missed.
+    missed = cron.next_slot(ts.cron, ts.timezone, timezone.now() - timedelta(seconds=61))
+    Schedule.objects.filter(pk=ts.job_id).update(next_run=missed)
+    cluster(SCHEDULER_INTERVAL="0.2")
+    wait_for(lambda: Run.objects.filter(schedule=ts).count() >= 3, timeout=20)
+    ts.enabled = False
+    ts.save()
+    slots = sorted(Run.objects.filter(schedule=ts).values_list("scheduled_for", flat=True))
+    # The first missed slot once, then only slots from the restart on.
+    assert slots[0] == missed
+    assert all(s > missed + timedelta(seconds=50) for s in slots[1:])
