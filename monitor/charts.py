@@ -23,8 +23,9 @@ def _points(pairs: Iterable[tuple[float, float]]) -> str:
 
 
 def _y(value: float, top: float) -> float:
+    # A little room above the top, so a line at its peak is not cut by the frame.
     top = top or 1.0
-    return HEIGHT - max(0.0, min(value, top)) / top * HEIGHT
+    return HEIGHT - max(0.0, min(value, top)) / top * (HEIGHT - 4)
 
 
 def _lanes(spans: list[tuple[float, float]]) -> list[int]:

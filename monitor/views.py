@@ -155,6 +155,6 @@ def run_usage(request: HttpRequest, run_id: int) -> JsonResponse:
             "peak_rss": run.peak_rss,
             "cpu_seconds": run.cpu_seconds,
             "usage": run.usage,
-            "html": render_to_string("monitor/_run_usage.html", {"run": run}, request=request),
+            "html": render_to_string("monitor/_run_usage_body.html", {"run": run}, request=request),
         }
     )

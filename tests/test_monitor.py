@@ -271,6 +271,7 @@ def test_run_usage_partial_and_endpoint(make_task):
     data = client.get(f"/monitor/runs/{run.pk}/usage").json()
     assert data["active"] is False and data["peak_rss"] == 150 << 20
     assert "<polyline" in data["html"]
+    assert "data-run-usage" not in data["html"]  # the inside of the box, not a second box
     assert client.get("/monitor/runs/999999/usage").status_code == 404
     assert Client().get(f"/monitor/runs/{run.pk}/usage").status_code == 302
 

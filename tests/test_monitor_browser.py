@@ -4,6 +4,7 @@ it renders, draws its charts and refreshes itself."""
 from __future__ import annotations
 
 import os
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -88,3 +89,34 @@ def test_monitor_page_renders_charts_and_refreshes(live_server, viewer_cookie):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_run_page_chart_follows_a_live_run(live_server, viewer_cookie, make_task, execute):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from runs import services
+    from tests.conftest import wait_for
+
+    task = make_task("grower", "import time\nfor i in range(16):\n    time.sleep(0.5)\n")
+    run = services.start_run(task)
+    worker = threading.Thread(target=execute, args=(run,))
+    worker.start()
+    try:
+        # The ORM before the browser: its event loop forbids it in this thread.
+        wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING)
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            try:
+                context = browser.new_context()
+                context.add_cookies([{**viewer_cookie, "url": live_server.url}])
+                page = context.new_page()
+                page.goto(f"{live_server.url}/runs/{run.pk}/")
+                assert page.locator("[data-run-usage]").get_attribute("data-active") == "1"
+                # The script swaps in the chart once the sampler has figures.
+                page.wait_for_selector(
+                    "[data-run-usage] polyline.line-memory", state="attached", timeout=20000
+                )
+                assert "Peak memory" in page.locator("[data-run-usage]").inner_text()
+            finally:
+                browser.close()
+    finally:
+        worker.join(30)
