@@ -33,7 +33,7 @@ from runs.auth import (
     staff_required,
 )
 from runs.models import LogChunk, Run, Task, validate_timeout
-from runs.names import script_path, validate_task_name
+from runs.names import TASK_NAME_RE, script_path, validate_task_name
 from runs.openapi import openapi_document
 from runs.serializers import run_json, task_json
 
@@ -51,8 +51,11 @@ INTEGER_RE = re.compile(r"-?[0-9]{1,30}")
 LOG_NAME_RE = re.compile(r"^(?P<task>.+)_(?P<id>[0-9]{1,18})\.log$")
 
 
-def _get_task(name: str) -> Task:
-    task = Task.objects.filter(name=name).first()
+def _get_task(name: str, *, lock: bool = False) -> Task:
+    # A name no task can have is unknown without asking the database (which
+    # may refuse it: PostgreSQL takes no NUL characters).
+    tasks = Task.objects.select_for_update() if lock else Task.objects
+    task = tasks.filter(name=name).first() if TASK_NAME_RE.fullmatch(name) else None
     if task is None:
         raise NotFound(f"No task named '{name}'.")
     return task
@@ -296,7 +299,8 @@ def _apply_task_fields(task: Task, body: dict[str, Any]) -> None:
 
 @permission_required("runs.view_task")
 def list_tasks(request: HttpRequest) -> HttpResponse:
-    tasks = list(Task.objects.annotate(last_run_id=Max("runs__id")))
+    # Meta.ordering does not apply to a query with an aggregate.
+    tasks = list(Task.objects.annotate(last_run_id=Max("runs__id")).order_by("name"))
     last_runs = Run.objects.select_related("task").in_bulk(
         [t.last_run_id for t in tasks if t.last_run_id]
     )
@@ -367,9 +371,7 @@ def delete_task(request: HttpRequest, name: str) -> HttpResponse:
     read_json(request, {})
     with transaction.atomic():
         # The same lock start_run takes: no run can start while we decide.
-        task = Task.objects.select_for_update().filter(name=name).first()
-        if task is None:
-            raise NotFound(f"No task named '{name}'.")
+        task = _get_task(name, lock=True)
         active = task.active_run()
         if active is not None:
             return error(

@@ -429,7 +429,11 @@ def _paths() -> dict[str, Any]:
                 "operationId": "read_log",
                 "summary": "A run's log from a byte offset (runs.view_run)",
                 "parameters": [
-                    _query("offset", {"type": "integer", "minimum": 0}, "Start here (0)."),
+                    _query(
+                        "offset",
+                        {"type": "integer", "minimum": 0, "maximum": 2**62},
+                        "Start here (0).",
+                    ),
                     _query(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 8 << 20},
@@ -477,7 +481,8 @@ def openapi_document() -> dict[str, Any]:
                     "name": "name",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string"},
+                    # "runs" is the path of the run calls, not a task.
+                    "schema": {"type": "string", "pattern": NAME_PATTERN, "not": {"const": "runs"}},
                 },
                 "RunId": {
                     "name": "id",

@@ -185,12 +185,18 @@ generated.app = application
 
 @generated.parametrize()
 @settings(
+    # Fixed examples: the suite gives the same answer every time and stays
+    # fast. For a deeper search: max_examples=500 and derandomize=False.
     max_examples=25,
+    derandomize=True,
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),
 )
 def test_generated_requests_get_documented_answers(case, world, keep_connection):
+    if case.path_parameters and case.path_parameters.get("name") == "runs":
+        # /api/tasks/runs is the run list (CONTRACT reserves the name).
+        return
     token = make_token(make_user(is_staff=True, is_superuser=True))
     excluded = []
     if case.operation.definition.raw.get("operationId") in CODE_OPERATIONS:

@@ -90,6 +90,8 @@ def test_list_runs_errors(anonymous, nobody, viewer, runs):
     response = viewer.get("/api/tasks/runs", task="nope")
     assert response.status_code == 404
     assert "nope" in response.json()["error"]
+    # Not a name any task can have (PostgreSQL refuses NUL in a query).
+    assert viewer.get("/api/tasks/runs", task="a\x00b").status_code == 404
 
 
 # --- one run -----------------------------------------------------------------
