@@ -546,6 +546,7 @@ def test_run_page_shows_what_changed_since_the_last_successful_run(viewer_client
     assert '<span class="d-del">-print(1)</span>' in page
     assert '<span class="d-add">+print(2)</span>' in page
     assert f"#rev-{r2.number}" in page
+    assert f"The code of r{r2.number}" in page and '<span class="ln">print(2)</span>' in page
 
     same = Run.objects.create(task=task, status=S.SUCCEEDED, code_hash=r1.code_hash, revision=r1)
     page = viewer_client.get(reverse("runs:detail", args=[same.pk])).content.decode()
