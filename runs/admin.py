@@ -118,8 +118,18 @@ class TaskScheduleInline(admin.TabularInline):
         return ts.next_run_at if ts.enabled and ts.task.enabled else "—"
 
 
+class WebhookForm(forms.ModelForm):
+    # A bare host name means https, as Django 6 will assume.
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = Webhook
+        fields = ["url", "secret", "on_failure", "on_success", "on_recovery", "on_alert", "enabled"]
+
+
 class WebhookInline(admin.TabularInline):
     model = Webhook
+    form = WebhookForm
     fields = ["url", "secret", "on_failure", "on_success", "on_recovery", "on_alert", "enabled"]
     extra = 0
     verbose_name_plural = "Webhooks (signed JSON POST: X-Taskrun-Signature: sha256=<HMAC>)"

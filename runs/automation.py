@@ -9,10 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 
 from runs import chains, schedules
-from runs.models import Task, TaskLink, validate_retry_on
+from runs.models import Task, TaskLink, Webhook, validate_retry_on
 
 MAX_QUEUED = 1000
 MAX_RETRIES = 100
@@ -97,12 +98,98 @@ def parse_downstream(value: Any) -> list[tuple[Task, str]]:
     return links
 
 
+NOTIFY_FLAGS = {
+    "on_failure": "email_on_failure",
+    "on_success": "email_on_success",
+    "on_recovery": "email_on_recovery",
+}
+WEBHOOK_FLAGS = ["on_failure", "on_success", "on_recovery", "on_alert", "enabled"]
+
+
+def _flags(where: str, value: dict[str, Any], names: list[str]) -> None:
+    for name in names:
+        if name in value and not isinstance(value[name], bool):
+            raise ValidationError(f"{where}.{name} must be true or false.")
+
+
+def parse_notify(value: Any) -> dict[str, Any]:
+    """``{"emails": [address…], "on_failure", "on_success", "on_recovery"}``,
+    any of them; those not named keep their value."""
+    if not isinstance(value, dict):
+        raise ValidationError('notify must be an object like {"emails": ["ops@example.com"]}.')
+    unknown = sorted(set(value) - {"emails", *NOTIFY_FLAGS})
+    if unknown:
+        raise ValidationError(f"notify: unknown field(s) {', '.join(unknown)}.")
+    _flags("notify", value, list(NOTIFY_FLAGS))
+    if "emails" in value:
+        emails = value["emails"]
+        if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+            raise ValidationError("notify.emails must be a list of addresses.")
+        for address in emails:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError(f"notify.emails: '{address}' is not an address.") from None
+    return value
+
+
+def parse_alerts(value: Any) -> dict[str, Any]:
+    """``{"not_succeeded_in": seconds|null, "slow_factor": number|null}``."""
+    if not isinstance(value, dict):
+        raise ValidationError('alerts must be an object like {"not_succeeded_in": 86400}.')
+    unknown = sorted(set(value) - {"not_succeeded_in", "slow_factor"})
+    if unknown:
+        raise ValidationError(f"alerts: unknown field(s) {', '.join(unknown)}.")
+    after = value.get("not_succeeded_in")
+    if after is not None and not (
+        isinstance(after, int) and not isinstance(after, bool) and 1 <= after <= 2**31 - 1
+    ):
+        raise ValidationError("alerts.not_succeeded_in must be a number of seconds, or null.")
+    factor = value.get("slow_factor")
+    if factor is not None and not (_number(factor) and 1 <= factor <= 1000):
+        raise ValidationError("alerts.slow_factor must be a number from 1 to 1000, or null.")
+    return value
+
+
+def parse_webhooks(value: Any) -> list[dict[str, Any]]:
+    """``[{"url", "secret"?, "on_failure"?, "on_success"?, "on_recovery"?,
+    "on_alert"?, "enabled"?}…]``; a webhook listed again by its URL keeps
+    its secret unless a new one is given."""
+    if not isinstance(value, list):
+        raise ValidationError('webhooks must be a list of {"url": "https://…"}.')
+    seen = set()
+    for i, item in enumerate(value):
+        where = f"webhooks[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+            raise ValidationError(f'{where} must be an object like {{"url": "https://…"}}.')
+        unknown = sorted(set(item) - {"url", "secret", *WEBHOOK_FLAGS})
+        if unknown:
+            raise ValidationError(f"{where}: unknown field(s) {', '.join(unknown)}.")
+        try:
+            URLValidator(schemes=["http", "https"])(item["url"])
+        except ValidationError:
+            raise ValidationError(f"{where}.url: '{item['url']}' is not an http(s) URL.") from None
+        if len(item["url"]) > 500:
+            raise ValidationError(f"{where}.url is longer than 500 characters.")
+        if item["url"] in seen:
+            raise ValidationError(f"{where}.url is listed twice.")
+        seen.add(item["url"])
+        secret = item.get("secret")
+        if secret is not None and not (isinstance(secret, str) and 16 <= len(secret) <= 128):
+            raise ValidationError(f"{where}.secret must be a string of 16 to 128 characters.")
+        _flags(where, item, WEBHOOK_FLAGS)
+    return value
+
+
 FIELDS: dict[str, Callable[[Any], Any]] = {
     "schedules": schedules.parse_schedules,
     "overlap": parse_overlap,
     "max_queued": parse_max_queued,
     "retry": parse_retry,
     "downstream": parse_downstream,
+    "notify": parse_notify,
+    "alerts": parse_alerts,
+    "webhooks": parse_webhooks,
 }
 
 
@@ -122,6 +209,17 @@ def apply_fields(task: Task, body: dict[str, Any]) -> None:
             setattr(task, name, body[name])
     for key, value in body.get("retry", {}).items():
         setattr(task, RETRY_KEYS[key], value)
+    notify = body.get("notify", {})
+    for key, value in notify.items():
+        if key == "emails":
+            task.notify_emails = ", ".join(value)
+        else:
+            setattr(task, NOTIFY_FLAGS[key], value)
+    alerts = body.get("alerts", {})
+    if "not_succeeded_in" in alerts:
+        task.alert_after = alerts["not_succeeded_in"]
+    if "slow_factor" in alerts:
+        task.slow_factor = alerts["slow_factor"]
 
 
 def apply_related(task: Task, body: dict[str, Any]) -> None:
@@ -136,3 +234,35 @@ def apply_related(task: Task, body: dict[str, Any]) -> None:
                 TaskLink(upstream=task, downstream=target, on=on)
                 for target, on in body["downstream"]
             )
+        if "webhooks" in body:
+            _replace_webhooks(task, body["webhooks"])
+
+
+def _replace_webhooks(task: Task, items: list[dict[str, Any]]) -> None:
+    current = {w.url: w for w in task.webhooks.all()}
+    task.webhooks.exclude(url__in=[item["url"] for item in items]).delete()
+    for item in items:
+        webhook = current.get(item["url"]) or Webhook(task=task, url=item["url"])
+        if item.get("secret"):
+            webhook.secret = item["secret"]
+        for flag in WEBHOOK_FLAGS:
+            if flag in item:
+                setattr(webhook, flag, item[flag])
+        webhook.save()
+
+
+def notifications_json(task: Task) -> dict[str, Any]:
+    """The task object's notification settings; webhook secrets are never shown."""
+    from runs.notifications import recipients
+
+    return {
+        "notify": {
+            "emails": recipients(task),
+            **{key: getattr(task, column) for key, column in NOTIFY_FLAGS.items()},
+        },
+        "alerts": {"not_succeeded_in": task.alert_after, "slow_factor": task.slow_factor},
+        "webhooks": [
+            {"url": w.url, **{flag: getattr(w, flag) for flag in WEBHOOK_FLAGS}}
+            for w in task.webhooks.all()
+        ],
+    }

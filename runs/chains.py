@@ -88,3 +88,18 @@ def links_to_follow(run: Run) -> list[TaskLink]:
         for link in TaskLink.objects.filter(upstream_id=run.task_id).select_related("downstream")
         if run.status in FOLLOWS[link.on]
     ]
+
+
+def attempts(run: Run) -> list[Run]:
+    """Every attempt of ``run``'s retry chain, first to last (for the run page)."""
+    first = run
+    seen = {run.pk}
+    while first.retry_of_id is not None and first.retry_of_id not in seen:
+        first = Run.objects.select_related("task").get(pk=first.retry_of_id)
+        seen.add(first.pk)
+    chain = [first]
+    while (nxt := Run.objects.select_related("task").filter(retry_of=chain[-1]).first()) and (
+        nxt.pk not in {r.pk for r in chain}
+    ):
+        chain.append(nxt)
+    return chain

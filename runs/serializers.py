@@ -67,10 +67,11 @@ def task_json(task: Task, *, with_code: bool = False, last_run: Run | None = Non
 
 
 def _automation_json(task: Task) -> dict:
-    """Schedules, overlap policy, retries and downstream tasks."""
-    from runs import schedules
+    """Schedules, overlap policy, retries, downstream tasks, notifications."""
+    from runs import automation, schedules
 
     return {
+        **automation.notifications_json(task),
         "schedules": schedules.schedules_json(task),
         "next_run_at": _iso(schedules.next_run_at(task)),
         "overlap": task.overlap,

@@ -192,3 +192,63 @@ def test_execute_while_running_under_queue_waits_and_under_skip_is_409(operator,
     refused = operator.post("/api/tasks/job/execute", {})
     assert refused.status_code == 409
     assert refused.json()["run"]["id"] == first.pk
+
+
+def test_put_sets_notifications_and_never_shows_webhook_secrets(editor, job):
+    secret = "x" * 20
+    body = {
+        "notify": {"emails": ["ops@example.com", "dev@example.com"], "on_success": True},
+        "alerts": {"not_succeeded_in": 86400, "slow_factor": 3},
+        "webhooks": [{"url": "https://hooks.example.com/a", "secret": secret, "on_alert": False}],
+    }
+    response = editor.put("/api/tasks/job", body)
+    assert response.status_code == 200, response.json()
+    task = response.json()["task"]
+    assert task["notify"] == {
+        "emails": ["ops@example.com", "dev@example.com"],
+        "on_failure": True,
+        "on_success": True,
+        "on_recovery": True,
+    }
+    assert task["alerts"] == {"not_succeeded_in": 86400, "slow_factor": 3}
+    assert task["webhooks"] == [
+        {
+            "url": "https://hooks.example.com/a",
+            "on_failure": True,
+            "on_success": False,
+            "on_recovery": True,
+            "on_alert": False,
+            "enabled": True,
+        }
+    ]
+    assert secret not in response.content.decode()
+    # Listed again without a secret, a webhook keeps its own.
+    editor.put("/api/tasks/job", {"webhooks": [{"url": "https://hooks.example.com/a"}]})
+    assert job.webhooks.get().secret == secret
+    editor.put("/api/tasks/job", {"webhooks": [], "alerts": {"slow_factor": None}})
+    job.refresh_from_db()
+    assert not job.webhooks.exists()
+    assert (job.alert_after, job.slow_factor) == (86400, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"notify": {"emails": ["not-an-address"]}}, "'not-an-address' is not an address"),
+        ({"notify": {"on_failure": "yes"}}, "notify.on_failure must be true or false"),
+        ({"alerts": {"not_succeeded_in": -5}}, "alerts.not_succeeded_in must be"),
+        ({"alerts": {"slow_factor": 0.5}}, "alerts.slow_factor must be a number from 1"),
+        ({"webhooks": [{"url": "ftp://x.example.com"}]}, "webhooks[0].url: 'ftp://x.example.com'"),
+        ({"webhooks": [{"url": "https://a.example.com", "secret": "short"}]}, "16 to 128"),
+        (
+            {"webhooks": [{"url": "https://a.example.com"}, {"url": "https://a.example.com"}]},
+            "webhooks[1].url is listed twice",
+        ),
+    ],
+)
+def test_bad_notification_input_is_400(editor, job, body, message):
+    response = editor.put("/api/tasks/job", body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    job.refresh_from_db()
+    assert job.notify_emails == "" and not job.webhooks.exists()

@@ -187,3 +187,16 @@ def test_a_cycle_is_refused_when_saved(make_task):
     TaskLink.objects.filter(upstream=b, downstream=c).delete()
     chains.check_links(c, [(a, "success")])
     TaskLink(upstream=a, downstream=c).full_clean()
+
+
+def test_the_attempts_of_a_chain_from_any_of_them(make_task):
+    task = make_task("again", "print(1)", retry_count=2, retry_delay=0)
+    first = services.start_run(task)
+    services.claim_run(first.pk, "w:1")
+    services.finish_run(first.pk, "w:1", status=S.FAILED)
+    second = Run.objects.get(retry_of=first)
+    services.claim_run(second.pk, "w:1")
+    services.finish_run(second.pk, "w:1", status=S.SUCCEEDED)
+    expected = [first.pk, second.pk]
+    assert [r.pk for r in chains.attempts(first)] == expected
+    assert [r.pk for r in chains.attempts(Run.objects.get(pk=second.pk))] == expected
