@@ -100,7 +100,9 @@ class RunTaskForm(forms.Form):
         self.task_args = list(task.args or []) if task is not None else []
         if self.spec is not None:
             for param in self.spec.parameters:
-                self.fields[f"p_{param.name}"] = _param_field(param)
+                field = _param_field(param)
+                field.param_required = param.required  # type: ignore[attr-defined]
+                self.fields[f"p_{param.name}"] = field
 
     @classmethod
     def for_task(cls, task: Task, spec: ParameterSpec | None = None) -> RunTaskForm:

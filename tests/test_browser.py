@@ -345,6 +345,43 @@ def test_a_viewer_sees_no_run_button_and_cannot_post_one(new_page, viewer, make_
     assert Run.objects.count() == 1
 
 
+ETL = """\
+import argparse
+parser = argparse.ArgumentParser(description="Load some data.")
+parser.add_argument("source", help="where the data comes from")
+parser.add_argument("--count", type=int, default=3, help="how many batches")
+parser.add_argument("--mode", choices=["fast", "slow"], help="how hard to try")
+parser.add_argument("--dry-run", action="store_true", help="change nothing")
+args = parser.parse_args()
+print(args)
+"""
+
+
+def test_run_a_task_through_its_argparse_form(new_page, admin_user, make_task):
+    make_task("etl", ETL)
+    page = new_page()
+    log_in(page, admin_user)
+    page.goto("/tasks/etl/")
+    page.fill("#id_p_source", "s3 bucket")
+    page.fill("#id_p_count", "many")
+    page.select_option("#id_p_mode", "slow")
+    page.check("#id_p_dry_run")
+    page.click("button[data-run-task=etl]")
+    # Refused with the reason beside the field; nothing was queued.
+    expect(page.locator(".msg-error")).to_contain_text("not started")
+    expect(page.locator("#run-form .errorlist")).to_contain_text("must be an integer")
+    assert Run.objects.count() == 0
+    expect(page.locator("#id_p_source")).to_have_value("s3 bucket")
+    shot(page, "task-parameters-error")
+
+    page.fill("#id_p_count", "5")
+    page.click("button[data-run-task=etl]")
+    expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
+    run = Run.objects.get()
+    assert run.args == ["s3 bucket", "--count", "5", "--mode", "slow", "--dry-run"]
+    expect(page.locator("code.arg")).to_have_count(6)
+
+
 def test_a_long_log_shows_its_tail_and_loads_earlier_parts(new_page, viewer, make_task):
     from runs.models import LogChunk
     from runs.views import LOG_TAIL_BYTES

@@ -294,6 +294,7 @@ def test_task_page_offers_a_form_from_the_scripts_argparse(operator_client, make
     for name in ("p_source", "p_count", "p_mode", "p_verbose"):
         assert f'name="{name}"' in page
     assert "where the data comes from" in page
+    assert '<code>source</code> <span class="tag">required</span>' in page
     assert "default: 3" in page
     assert '<option value="slow">' in page
 
