@@ -5,6 +5,7 @@ and shaping answers. Bad input is a 400 that changes nothing."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -76,6 +77,14 @@ def _reject_constant(name: str) -> None:
     raise BadRequest(f"The body is not valid JSON: {name} is not a number.")
 
 
+def _finite(text: str) -> float:
+    # 1e400 reads as infinity, which no JSON column can store.
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"The body is not valid JSON: {text} is too large a number.")
+    return value
+
+
 def _check_strings(value: Any) -> None:
     """Refuse strings no database or file can hold: NUL characters (PostgreSQL
     refuses them) and lone surrogates (not encodable as UTF-8)."""
@@ -110,7 +119,7 @@ def read_json(
         raise BadRequest(f"The body is larger than {MAX_BODY_BYTES} bytes.")
     if raw.strip():
         try:
-            data = json.loads(raw, parse_constant=_reject_constant)
+            data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite)
         except (ValueError, RecursionError):
             raise BadRequest("The body is not valid JSON.") from None
     else:
@@ -355,7 +364,7 @@ def update_task(request: HttpRequest, name: str) -> HttpResponse:
     except ValidationError as exc:
         raise BadRequest(" ".join(exc.messages)) from None
     with transaction.atomic():
-        task = Task.objects.select_for_update().get(pk=task.pk)
+        task = _get_task(name, lock=True)  # It may have been deleted meanwhile.
         _apply_task_fields(task, body)
         if "code" in body:
             task.missing = False

@@ -153,6 +153,7 @@ BAD_CREATE = [
     (b'{"name": "x", "code": "pass", "timeout": true}', "timeout: must be an integer"),
     (b'{"name": "x", "code": "pass", "timeout": 0}', "timeout: The timeout must be between"),
     (b'{"name": "x", "code": "pass", "timeout": NaN}', "not valid JSON"),
+    (b'{"name": "x", "code": "pass", "limits": {"output_mb": 1e400}}', "too large a number"),
     (b'{"name": "x", "code": "pass", "description": ["a"]}', "description: must be a string"),
     (b'{"name": "x", "code": "pass", "enabled": "yes"}', "enabled: must be true or false"),
     (b'{"name": "x", "code": "pass", "args": "a b"}', "args: must be a list of strings"),
@@ -372,6 +373,23 @@ def test_execute_refuses_bad_input(operator, hello, body, words):
     response = operator.post("/api/tasks/hello/execute", body)
     assert response.status_code == 400
     assert words in response.json()["error"]
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"config": {"x": 1e400}}', "too large a number"),
+        (b'{"config": {"x": Infinity}}', "not valid JSON"),
+        (b'{"config": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not valid JSON"),
+        (b'{"env": {"A": "a\\u0000"}}', None),
+        (b'{"args": ["\\ud83d"]}', None),
+    ],
+)
+def test_execute_refuses_values_no_database_can_store(operator, hello, raw, words):
+    response = operator.post("/api/tasks/hello/execute", raw=raw)
+    assert response.status_code == 400, response.content
+    assert words is None or words in response.json()["error"]
     assert not Run.objects.exists()
 
 
