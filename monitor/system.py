@@ -179,6 +179,8 @@ def python_processes() -> list[dict[str, Any]]:
             data = _process_fields(proc)
         except (psutil.Error, OSError):
             continue
+        if data["status"] == psutil.STATUS_ZOMBIE:
+            continue  # ended, waiting to be reaped: nothing left to show
         environ = _safe(proc.environ) or {}
         run_id = environ.get("TASKRUN_RUN_ID")
         data["run_id"] = int(run_id) if run_id and run_id.isdigit() else None
