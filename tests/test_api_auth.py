@@ -138,6 +138,13 @@ def test_a_session_write_needs_the_csrf_token(hello):
     assert response.status_code == 202
     assert Run.objects.count() == 1
 
+    # A form body passes the CSRF check and is then refused as not JSON.
+    response = client.post(
+        "/api/tasks/hello/execute", {"args": "x"}, headers={"X-CSRFToken": secret}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "The body is not valid JSON."
+
 
 # --- tokens in the admin -----------------------------------------------------
 
