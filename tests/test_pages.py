@@ -464,6 +464,19 @@ def test_dashboard_shows_running_queued_failures_counts_and_chart(viewer_client,
     assert 'data-live="1"' in page
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns"])
+def test_the_chart_counts_each_run_in_its_hour_in_any_time_zone(settings, task, zone):
+    from runs.charts import hourly_chart
+
+    settings.TIME_ZONE = zone
+    now = timezone.now()
+    Run.objects.create(task=task, status=S.SUCCEEDED, queued_at=now)
+    Run.objects.create(task=task, status=S.FAILED, queued_at=now - timedelta(hours=3))
+    chart = hourly_chart(now)
+    assert [bar.total for bar in chart["bars"]][-4:] == [1, 0, 0, 1]
+    assert chart["total"] == 2
+
+
 def test_task_list_shows_last_run_and_a_spark_line_of_durations(viewer_client, task):
     now = timezone.now()
     for seconds in (1, 3, 2):
