@@ -113,3 +113,25 @@ def world_can_execute(path: str) -> bool:
         if not mode & stat.S_IXOTH:
             return False
     return True
+
+
+@register()
+def check_schedule_settings(app_configs, **kwargs):
+    # runs.E02x: schedules and notifications (issue 5).
+    errors = []
+    if settings.SCHEDULER_INTERVAL <= 0:
+        errors.append(
+            Error(
+                f"SCHEDULER_INTERVAL is {settings.SCHEDULER_INTERVAL:g}: it must be a "
+                "positive number of seconds, or no schedule would ever fire.",
+                id="runs.E020",
+            )
+        )
+    if settings.WEBHOOK_ATTEMPTS < 1 or settings.WEBHOOK_TIMEOUT <= 0:
+        errors.append(
+            Error(
+                "WEBHOOK_ATTEMPTS must be at least 1 and WEBHOOK_TIMEOUT positive.",
+                id="runs.E021",
+            )
+        )
+    return errors

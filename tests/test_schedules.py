@@ -365,3 +365,12 @@ def test_slots_missed_while_no_cluster_ran_fire_once_when_one_comes_back(quick, 
     # The first missed slot once, then only slots from the restart on.
     assert slots[0] == missed
     assert all(s > missed + timedelta(seconds=50) for s in slots[1:])
+
+
+def test_a_scheduler_interval_that_is_not_positive_is_refused_at_start(settings):
+    from runs.checks import check_schedule_settings
+
+    assert check_schedule_settings(None) == []
+    settings.SCHEDULER_INTERVAL = 0
+    settings.WEBHOOK_ATTEMPTS = 0
+    assert [e.id for e in check_schedule_settings(None)] == ["runs.E020", "runs.E021"]
