@@ -235,6 +235,30 @@ def test_write_a_task_in_the_admin_run_it_and_watch_it_live(
     shot(page, "runs")
 
 
+def test_the_code_editor_indents_blocks_and_refuses_bad_code(new_page, admin_user, tasks_dir: Path):
+    page = new_page()
+    log_in(page, admin_user)
+    page.goto("/admin/runs/task/add/")
+    page.fill("#id_name", "broken")
+    editor = page.locator("#id_code")
+    type_code(page, "#id_code", [(0, "a = 1"), (0, "b = 2"), (0, "def f(:")])
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Tab")
+    expect(editor).to_have_value("    a = 1\n    b = 2\n    def f(:")
+    page.keyboard.press("Shift+Tab")
+    expect(editor).to_have_value("a = 1\nb = 2\ndef f(:")
+    # Escape, then Tab: the focus leaves the editor.
+    page.keyboard.press("Escape")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") != "id_code"
+
+    page.click("input[name=_save]")
+    expect(page.locator(".errorlist")).to_contain_text("Line 3")
+    shot(page, "admin-syntax-error")
+    assert not Task.objects.filter(name="broken").exists()
+    assert not (tasks_dir / "broken.py").exists()
+
+
 SLEEPER = """\
 import time
 print("started", flush=True)
