@@ -172,7 +172,15 @@ class TaskLinkInline(admin.TabularInline):
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     form = TaskForm
-    list_display = ["name", "enabled", "timeout", "last_status", "missing", "updated_at"]
+    list_display = [
+        "name",
+        "enabled",
+        "timeout",
+        "last_status",
+        "next_run",
+        "missing",
+        "updated_at",
+    ]
     list_filter = ["enabled", "missing"]
     search_fields = ["name", "description"]
     actions = ["run_now"]
@@ -201,6 +209,12 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="Code")
     def script_code(self, task):
         return format_html('<pre class="run-log">{}</pre>', task.read_code() if task.pk else "")
+
+    @admin.display(description="Next run")
+    def next_run(self, task):
+        from runs.schedules import next_run_at
+
+        return next_run_at(task) or "—"
 
     @admin.display(description="Last run")
     def last_status(self, task):

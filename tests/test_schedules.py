@@ -374,3 +374,11 @@ def test_a_scheduler_interval_that_is_not_positive_is_refused_at_start(settings)
     settings.SCHEDULER_INTERVAL = 0
     settings.WEBHOOK_ATTEMPTS = 0
     assert [e.id for e in check_schedule_settings(None)] == ["runs.E020", "runs.E021"]
+
+
+@pytest.mark.django_db
+def test_the_task_list_shows_the_next_run(admin_client, quick):
+    TaskSchedule.objects.create(task=quick, cron="0 0 1 1 *")
+    page = admin_client.get("/admin/runs/task/").content.decode()
+    assert "Next run" in page
+    assert f"Jan. 1, {timezone.now().year + 1}" in page
