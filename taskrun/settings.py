@@ -5,6 +5,7 @@ import os
 import secrets
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import environ
@@ -12,7 +13,19 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as exc:
+            # django-environ's own message does not say which variable it was.
+            raise ImproperlyConfigured(
+                f"{var}={self.ENVIRON.get(var, '')!r} is not valid ({exc})"
+            ) from None
+
+
+env = _Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -136,8 +149,18 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'taskrun.sqlite3'}")}
+with warnings.catch_warnings():
+    # An unknown scheme is reported just below, in one line.
+    warnings.simplefilter("ignore")
+    DATABASES = {
+        "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'taskrun.sqlite3'}")
+    }
 _db = DATABASES["default"]
+if not _db.get("ENGINE"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not a database URL: use postgres://user:password@host:5432/name "
+        "or sqlite:////absolute/path.sqlite3"
+    )
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # select_for_update does nothing on SQLite: IMMEDIATE transactions take the
     # write lock at BEGIN, so two starts of one task are serialised; WAL lets

@@ -423,6 +423,21 @@ def test_an_unwritable_data_dir_stops_start_up_with_one_line(tmp_path, entry, se
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MAX_TASK_WORKERS", "five", "taskrun: MAX_TASK_WORKERS='five' is not valid"),
+        ("DATABASE_URL", "db.example.com", "taskrun: DATABASE_URL is not a database URL"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable, value, expected):
+    env = production_env(tmp_path, SECRET_KEY="x" * 50, **{variable: value})
+    result = manage("check", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(expected), result.stderr
+
+
 # -- migrations started together ---------------------------------------------------
 
 
