@@ -148,15 +148,17 @@ def ledger(tmp_path) -> Ledger:
     return Ledger(folder)
 
 
-def script_processes(run_ids=None) -> list[psutil.Process]:
-    """Live (non-zombie) processes of taskrun runs on this host, found by
-    TASKRUN_RUN_ID in their environment; only ``run_ids`` when given."""
-    wanted = None if run_ids is None else {str(r) for r in run_ids}
+def script_processes(run_ids, tasks_dir: Path) -> list[psutil.Process]:
+    """Live (non-zombie) processes of these runs on this host: TASKRUN_RUN_ID
+    in their environment, and a script from this test's TASKS_DIR (other
+    tests on the machine have runs with the same ids)."""
+    wanted = {str(r) for r in run_ids}
     found = []
     for proc in psutil.process_iter():
         try:
-            run = proc.environ().get("TASKRUN_RUN_ID")
-            if run is None or (wanted is not None and run not in wanted):
+            if proc.environ().get("TASKRUN_RUN_ID") not in wanted:
+                continue
+            if not any(str(tasks_dir) in part for part in proc.cmdline()):
                 continue
             if proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
@@ -165,13 +167,31 @@ def script_processes(run_ids=None) -> list[psutil.Process]:
     return found
 
 
-def orphans(run_ids, pids=()) -> list[int]:
-    """Script processes still alive: by run id, and by the pids the probes
-    wrote (in case a script lost its environment)."""
-    alive = {p.pid for p in script_processes(run_ids)}
+def describe(pids) -> list[str]:
+    """What a left-over process is, for an assertion message."""
+    out = []
     for pid in pids:
         try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            p = psutil.Process(pid)
+            out.append(
+                f"{pid} ppid={p.ppid()} {p.status()} run={p.environ().get('TASKRUN_RUN_ID')} "
+                f"age={time.time() - p.create_time():.1f}s {' '.join(p.cmdline())[:120]}"
+            )
+        except psutil.Error as exc:
+            out.append(f"{pid} gone ({exc.__class__.__name__})")
+    return out
+
+
+def orphans(run_ids, tasks_dir: Path, ledger: Ledger | None = None) -> list[int]:
+    """Script processes still alive: by run id, and by the pids the probes
+    wrote (in case a script changed its environment)."""
+    alive = {p.pid for p in script_processes(run_ids, tasks_dir)}
+    started = {e.pid: e.at for e in ledger.read().entries if e.word == "start"} if ledger else {}
+    for pid, at in started.items():
+        try:
+            proc = psutil.Process(pid)
+            # The same process, not a later one that got its pid.
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.create_time() <= at:
                 alive.add(pid)
         except psutil.Error:
             pass
@@ -209,6 +229,9 @@ class Clusters:
         except ProcessLookupError:
             pass
         proc.proc.wait()
+
+    def count_in_logs(self, needle: bytes) -> int:
+        return sum(path.read_bytes().count(needle) for path in self.folder.glob("cluster-*.log"))
 
     def stop_all(self, timeout: float = 30) -> list[int]:
         codes = [proc.stop(timeout=timeout) for proc in self.live.values()]

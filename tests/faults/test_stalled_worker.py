@@ -12,6 +12,7 @@ import time
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from runs import services
 from runs.models import Run, RunEvent
@@ -22,8 +23,36 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.
 S = Run.Status
 
 
+def holds_sqlite_write_lock(pid: int) -> bool:
+    """Whether ``pid`` holds an exclusive lock on the SQLite database or its
+    shared-memory file (/proc/locks)."""
+    name = connection.settings_dict["NAME"]
+    inodes = {str(os.stat(p).st_ino) for p in (name, f"{name}-shm") if os.path.exists(p)}
+    with open("/proc/locks") as fh:
+        for line in fh:
+            fields = line.split()
+            if len(fields) > 5 and fields[4] == str(pid) and fields[3] == "WRITE":
+                if fields[5].rsplit(":", 1)[-1] in inodes:
+                    return True
+    return False
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid``. On SQLite, not while it holds the database's write
+    lock: SQLite has one writer lock and nobody can take it from a live
+    process, so a worker frozen inside a write would stop every writer —
+    the reaper too — until it resumed (see docs/reliability.md)."""
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        if connection.vendor != "sqlite" or not holds_sqlite_write_lock(pid):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.03)
+    pytest.fail("the worker always held the SQLite write lock")
+
+
 def test_a_frozen_worker_is_reaped_its_script_stopped_and_its_late_writes_fenced(
-    make_task, clusters, ledger
+    make_task, clusters, ledger, tasks_dir
 ):
     lease = settings.LEASE_SECONDS
     task = make_task(
@@ -42,7 +71,7 @@ def test_a_frozen_worker_is_reaped_its_script_stopped_and_its_late_writes_fenced
     clusters.start("b")
     worker_pid = int(run.worker.rsplit(":", 1)[1])
 
-    os.kill(worker_pid, signal.SIGSTOP)
+    freeze(worker_pid)
     frozen = time.monotonic()
     try:
         lost = wait_for(
@@ -53,7 +82,7 @@ def test_a_frozen_worker_is_reaped_its_script_stopped_and_its_late_writes_fenced
         time_to_lost = elapsed(frozen)
         # By the time the reaper speaks, the frozen worker's watchdog has
         # already stopped the script: the retry cannot run beside it.
-        alive_at_reap = [p.pid for p in script_processes([run.pk])]
+        alive_at_reap = [p.pid for p in script_processes([run.pk], tasks_dir)]
         assert lost.status == S.LOST
         assert lost.reason == "lease expired"
         assert alive_at_reap == [], "the script outlived its lease"
@@ -94,7 +123,7 @@ def test_a_frozen_worker_is_reaped_its_script_stopped_and_its_late_writes_fenced
 
     runs = list(Run.objects.filter(task=task).values_list("pk", flat=True))
     overlaps = ledger.overlaps()
-    left = orphans(runs, ledger.pids())
+    left = orphans(runs, tasks_dir, ledger)
     assert overlaps == []
     assert ledger.twice_started() == []
     assert left == []
