@@ -325,7 +325,7 @@ class PrivatePostgres:
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         out = _as_postgres(
-            str(PG_BIN.parent / "bin" / "psql") if (PG_BIN / "psql").exists() else "psql",
+            str(PG_BIN / "psql") if (PG_BIN / "psql").exists() else "psql",
             "-h", str(self.folder), "-p", str(self.port), "-U", "postgres", "-d", db,
             "-At", "-c", sql,
         )  # fmt: skip
@@ -369,6 +369,32 @@ def private_pg():
     finally:
         for pg in made:
             pg.destroy()
+
+
+def pg_only() -> None:
+    """Scenarios on a private PostgreSQL run once: in the PostgreSQL pass of
+    ``make test`` (or always under ``make faults``)."""
+    from django.db import connection
+
+    if SCALE != "full" and connection.vendor != "postgresql":
+        pytest.skip("runs in the PostgreSQL pass (a private server of its own)")
+
+
+@pytest.fixture
+def pg_clusters(tmp_path, tasks_dir):
+    """Clusters on another database than the test's: ``pg_clusters(url)``."""
+    made: list[Clusters] = []
+
+    def make(url: str) -> Clusters:
+        clusters = Clusters(lambda **env: ops_env(url, tasks_dir, **env), tmp_path)
+        made.append(clusters)
+        return clusters
+
+    try:
+        yield make
+    finally:
+        for clusters in made:
+            clusters.kill_all()
 
 
 def migrate(url: str, tasks_dir: Path) -> None:
