@@ -130,6 +130,7 @@ class RunUsage:
 
     def _measure(self, now: float) -> None:
         rss_total = 0
+        running = 0  # processes still running: a zombie has ended already
         alive: set[int] = set()
         for proc in self._tree():
             try:
@@ -141,7 +142,6 @@ class RunUsage:
             except psutil.Error:
                 continue
             alive.add(proc.pid)
-            self.measured = True
             self.procs[proc.pid] = proc
             self.parents[proc.pid] = ppid
             # A process's own time plus that of the children it has waited
@@ -150,6 +150,8 @@ class RunUsage:
                 times.user + times.system + times.children_user + times.children_system
             )
             if not zombie:
+                running += 1
+                self.measured = True
                 rss_total += rss
                 self.peak_rss = max(self.peak_rss, _high_water_rss(proc.pid))
         for pid in [p for p in self.procs if p not in alive]:
@@ -163,13 +165,13 @@ class RunUsage:
         # Never go down: a figure that was read stays spent.
         self.cpu_seconds = max(self.cpu_seconds, self.cpu_gone + sum(self.cpu_of.values()))
         self.peak_rss = max(self.peak_rss, rss_total)
-        self.rss_now, self.processes_now = rss_total, len(alive)
+        self.rss_now, self.processes_now = rss_total, running
         percent = 0.0
         if self.last_cpu is not None and now > self.last_cpu[0]:
             percent = 100.0 * (self.cpu_seconds - self.last_cpu[1]) / (now - self.last_cpu[0])
         self.last_cpu = (now, self.cpu_seconds)
-        if alive:
-            self._add_point(now - self.started, max(0.0, percent), rss_total, len(alive))
+        if running:
+            self._add_point(now - self.started, max(0.0, percent), rss_total, running)
 
     # -- the compact series ---------------------------------------------
     def _add_point(self, t: float, cpu: float, rss: int, procs: int) -> None:
