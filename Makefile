@@ -40,6 +40,18 @@ test-postgres: venv
 		echo "PostgreSQL at $(TEST_DATABASE_URL) is not reachable: skipping the PostgreSQL run"; \
 	fi
 
+# The benchmark suite (bench/, issue 11): the peers it compares taskrun with
+# (Celery, its Redis client) are installed into .venv here, never by `make run`.
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(PIP) install -q -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench --out bench/RESULTS.md
+
+bench-quick: $(VENV)/.bench-installed
+	$(PY) -m bench --quick
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -1,0 +1,131 @@
+"""P5: the pages and the runs API with a small and a large history. Each
+database is prepared once (migrate + bench.bulk), then measured in a fresh
+process through Django's test client (the view, its queries and its
+template, without the network), the 2nd page of a filtered run list
+included."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(folder: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="taskrun.settings",
+        DATA_DIR=str(folder / "var"),
+        TASKS_DIR=str(folder / "tasks"),
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    if url:
+        env["DATABASE_URL"] = url
+    return env
+
+
+def prepare(folder: Path, url: str, runs: int) -> None:
+    (folder / "tasks").mkdir(parents=True, exist_ok=True)
+    if url:
+        from bench.setups import reset_postgres
+
+        reset_postgres(url)
+    env = _env(folder, url)
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "bench.pages", "prepare", str(runs)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def measure(folder: Path, url: str, requests: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.pages", "measure", str(requests)],
+        cwd=ROOT,
+        env=_env(folder, url),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _p95(values: list[float]) -> float:
+    from bench.suite import percentile
+
+    return percentile(values, 0.95)
+
+
+def _measure(requests: int) -> dict[str, float]:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from runs.models import Run, Task
+
+    user = get_user_model().objects.filter(username="bench").first()
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    task = Task.objects.filter(name__startswith="bulk-").order_by("name")[1]
+    # A finished run some way down the history (not timed: count() is slow).
+    middle = Run.objects.order_by("-id").values_list("pk", flat=True)[
+        min(500, Run.objects.count() // 2)
+    ]
+    from runs.views import RUNS_PAGE_SIZE
+
+    # The cursor of the 2nd page, as the 1st page's "Older" link has it.
+    failed = Run.objects.filter(status="failed").order_by("-id").values_list("pk", flat=True)
+    older = failed[min(RUNS_PAGE_SIZE, failed.count()) - 1]
+    urls = {
+        "dashboard": "/",
+        "run list, failed, 2nd page": f"/runs/?status=failed&before={older}",
+        "task page": f"/tasks/{task.name}/",
+        "run page": f"/runs/{middle}/",
+        "GET /api/tasks/runs": "/api/tasks/runs",
+    }
+    timings: dict[str, list[float]] = {name: [] for name in urls}
+    for url in urls.values():  # warm: templates, connection
+        assert client.get(url).status_code == 200, url
+    for _ in range(requests):
+        for name, url in urls.items():
+            t0 = time.perf_counter()
+            response = client.get(url)
+            timings[name].append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200, (url, response.status_code)
+    return {name: _p95(values) for name, values in timings.items()}
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    command, number = sys.argv[1], int(sys.argv[2])
+    if command == "prepare":
+        from django.contrib.auth import get_user_model
+
+        from bench import bulk
+
+        get_user_model().objects.create_superuser("bench", "", "bench-password-1")
+        bulk.generate(number)
+    else:
+        print(json.dumps(_measure(number)))
+
+
+if __name__ == "__main__":
+    main()

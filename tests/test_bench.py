@@ -1,0 +1,85 @@
+"""The benchmark suite cannot rot: `make bench-quick`'s code paths run here at
+a tiny scale, and the bulk generator's rows are valid runs. Timings never
+fail a test; only that every measure produced figures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from bench import bulk
+from runs.models import Run, Task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_generator_makes_valid_runs(client, django_user_model):
+    ids = bulk.generate(400, tasks=7, span_days=10, batch=150, live=2)
+
+    assert Task.objects.filter(pk__in=ids).count() == 7
+    runs = Run.objects.filter(task_id__in=ids)
+    assert runs.count() == 402
+    # Every task got its share, and the states are those of a real history.
+    per_task = {t: runs.filter(task_id=t).count() for t in ids}
+    assert min(per_task.values()) >= 400 // 7
+    states = set(runs.values_list("status", flat=True))
+    assert {"succeeded", "failed", "timed_out", "running"} <= states
+    assert runs.filter(status="running").count() == 2
+    # Each row is a valid Run: the model's own validation, sane times.
+    now = timezone.now()
+    for run in runs.order_by("?")[:40]:
+        run.full_clean()
+        if run.finished_at:
+            assert run.queued_at <= run.started_at < run.finished_at <= now + timedelta(minutes=1)
+            assert (run.exit_code == 0) == (run.status == "succeeded")
+    assert runs.filter(queued_at__lt=now - timedelta(days=11)).count() == 0
+    # And the pages read them.
+    client.force_login(django_user_model.objects.create_superuser("admin", "", "pw"))
+    for url in (
+        "/",
+        "/runs/?status=failed",
+        f"/tasks/{Task.objects.get(pk=ids[0]).name}/",
+        f"/runs/{runs.filter(status='failed').first().pk}/",
+        "/api/tasks/runs",
+    ):
+        assert client.get(url).status_code == 200, url
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres"),
+    reason="the suite makes its own databases; once per `make test` is enough",
+)
+def test_tiny_suite_measures_everything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(TMPDIR=str(tmp_path), DJANGO_SETTINGS_MODULE="taskrun.settings")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(tmp_path / "RESULTS.md")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    table = (tmp_path / "RESULTS.md").read_text()
+    for row in (
+        "| P1 | direct",
+        "| P1 | taskrun-sqlite",
+        "| P2 median | taskrun-sqlite",
+        "| P2 idle CPU | taskrun-sqlite",
+        "| P3 | taskrun supervisor",
+        "| P4 p95 |",
+        "| P5 p95 | sqlite dashboard",
+        "| P7 | taskrun-sqlite cluster",
+    ):
+        assert row in table, row
+    assert connection.vendor  # the test database was not touched
