@@ -387,7 +387,12 @@ def rescue_stranded_runs() -> list[int]:
     )
     if not stranded:
         return []
-    waiting = _jobs_waiting_in_broker()
+    try:
+        waiting = _jobs_waiting_in_broker()
+    except Exception as exc:
+        # A new job could not be handed over either; next time.
+        logger.warning("rescuing queued runs: the broker does not answer: %s", exc)
+        return []
     rescued = []
     for run_id, dispatched_at, job_id in stranded:
         if job_id and job_id in waiting:
