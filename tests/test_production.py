@@ -311,6 +311,11 @@ def test_entrypoint_web_and_worker_serve_health_and_run_a_task(
     assert "Secure" in headers["Set-Cookie"]
     # gunicorn's access log goes to stdout.
     wait_for(lambda: re.search(r'"GET /health HTTP/1\.[01]" 200', web.output()))
+    # The image's HEALTHCHECK command, exactly as the Dockerfile has it.
+    healthcheck = dict(dockerfile_instructions())["HEALTHCHECK"]
+    argv = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
     run = services.start_run(task)
     run = wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED and run)
