@@ -55,6 +55,7 @@ bench-quick: $(VENV)/.bench-installed
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 format: venv
 	$(VENV)/bin/ruff format .
