@@ -174,6 +174,16 @@ def _integer(value: Any) -> int:
     return value
 
 
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest("must be a number of seconds.")
+    return value
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
 def _timeout(value: Any) -> int:
     validate_timeout(_integer(value))
     return value
@@ -274,9 +284,9 @@ EXECUTE_FIELDS = {
     "params": _field("params", _object),
     "env": _field("env", _env),
     "config": _field("config", _object),
-    # Checked together by schedules.parse_start_time.
-    "delay": lambda value: value,
-    "at": lambda value: value,
+    # Checked together by schedules.parse_start_time; the types here.
+    "delay": _field("delay", _optional(_seconds)),
+    "at": _field("at", _optional(_string)),
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from runs.models import Run
+from runs.models import Run, Task
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -88,7 +88,33 @@ def _schemas() -> dict[str, Any]:
         "env": env,
         "limits": limits,
     }
+    # Schedules, overlap policy, retries, downstream tasks and notifications
+    # (runs.automation checks them; README "Schedules, retries, chains and
+    # notifications" describes them).
+    objects = {"type": "array", "items": {"type": "object"}}
+    automation = {
+        "schedules": {**objects, "description": '[{"cron", "timezone"?, "enabled"?}…]'},
+        "overlap": {"type": "string", "enum": list(Task.Overlap.values)},
+        "max_queued": {"type": "integer", "minimum": 0, "maximum": 1000},
+        "retry": {
+            "type": "object",
+            "description": '{"count", "on", "delay", "backoff", "max_delay"}, any of them',
+        },
+        "downstream": {**objects, "description": '[{"task", "on"?}…]'},
+        "notify": {
+            "type": "object",
+            "description": '{"emails", "on_failure", "on_success", "on_recovery"}',
+        },
+        "alerts": {"type": "object", "description": '{"not_succeeded_in", "slow_factor"}'},
+        "webhooks": {
+            **objects,
+            "description": '[{"url", "secret"?, "on_failure"?, "on_success"?, '
+            '"on_recovery"?, "on_alert"?, "enabled"?}…]; secrets are never shown',
+        },
+    }
+    task_fields.update(automation)
     run_status = {"type": "string", "enum": list(Run.Status.values)}
+    optional_time = _nullable({"type": "string", "format": "date-time"})
     return {
         "Error": {
             "type": "object",
@@ -120,6 +146,10 @@ def _schemas() -> dict[str, Any]:
                 "result": _nullable({"type": "object"}),
                 "worker": _nullable({"type": "string"}),
                 "log_url": {"type": "string"},
+                "scheduled_for": optional_time,
+                "not_before": optional_time,
+                "retry_of": _nullable({"type": "integer"}),
+                "upstream_run": _nullable({"type": "integer"}),
             },
             "required": [
                 "id",
@@ -173,6 +203,8 @@ def _schemas() -> dict[str, Any]:
                 "running": {"type": "boolean"},
                 "last_run": _nullable(_ref("Run")),
                 "code": {"type": "string", "description": "Only for a single task."},
+                **automation,
+                "next_run_at": optional_time,
             },
             "required": [
                 "name",
@@ -224,6 +256,12 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "description": "Given to the script as a JSON file, TASKRUN_CONFIG.",
                 },
+                "delay": _nullable(
+                    {"type": "number", "description": "Start after this many seconds."}
+                ),
+                "at": _nullable(
+                    {"type": "string", "description": "Start then (ISO 8601); not with delay."}
+                ),
             },
             "additionalProperties": False,
         },
