@@ -96,7 +96,7 @@ def test_run_page_chart_follows_a_live_run(live_server, viewer_cookie, make_task
     from runs import services
     from tests.conftest import wait_for
 
-    task = make_task("grower", "import time\nfor i in range(16):\n    time.sleep(0.5)\n")
+    task = make_task("grower", "import time\ntime.sleep(30)\n")
     run = services.start_run(task)
     worker = threading.Thread(target=execute, args=(run,))
     worker.start()
@@ -119,4 +119,6 @@ def test_run_page_chart_follows_a_live_run(live_server, viewer_cookie, make_task
             finally:
                 browser.close()
     finally:
+        # After the browser (and its event loop) is gone: the ORM is allowed again.
+        services.request_cancel(Run.objects.get(pk=run.pk), actor="test")
         worker.join(30)
