@@ -338,6 +338,18 @@ def test_worker_gives_up_with_one_line_when_the_database_is_not_migrated(tmp_pat
     assert "Traceback" not in result.stderr
 
 
+def test_web_gives_up_with_one_line_when_the_database_does_not_answer(tmp_path):
+    url = f"postgres://taskrun@127.0.0.1:{free_port()}/taskrun"  # nothing listens there
+    env = production_env(tmp_path, SECRET_KEY="x" * 50, DATABASE_URL=url)
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), "web", "--wait", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the database did not answer within 0 s" in lines[0], lines
+
+
 # -- serve: web and worker together ----------------------------------------------
 
 

@@ -32,6 +32,8 @@ class Command(BaseCommand):
 
     def handle(self, host, port, no_setup, no_collectstatic, **options):
         if not no_setup:
+            # One readable line, not a traceback, when PostgreSQL is down.
+            startup.wait_for_database(timeout=30)
             # Under a lock: several `serve`/`web` processes may start together.
             startup.migrate()
             call_command("ensure_admin")
