@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -457,14 +458,25 @@ def run(scale: Scale, only: set[str], base: Path, out: Path | None, label: str) 
     if redis is not None:
         redis.start()
     env = environment(redis)
+    planned: list = []
     started: list = []
     pg = PG_BASE if scale.postgres else ""
 
     def start(setup):
-        log(f"starting {setup.name}")
-        setup.start()
-        started.append(setup)
+        planned.append(setup)
         return setup
+
+    def start_all() -> None:
+        """Start what was planned, a few at a time (each migrates a database)."""
+
+        def one(setup) -> None:
+            t0 = time.perf_counter()
+            setup.start()
+            started.append(setup)
+            log(f"started {setup.name} in {time.perf_counter() - t0:.1f} s")
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(one, [s for s in planned if s not in started]))
 
     try:
         live = only & {"P1", "P2", "P3", "P4", "P6", "P7"}
@@ -494,10 +506,12 @@ def run(scale: Scale, only: set[str], base: Path, out: Path | None, label: str) 
                 )
             group.append(celery)
             group = [s for s in group if s is not None]
+            start_all()
             for setup in group:
                 for part, rss in setup.memory().items():
                     results.add("P7", f"{setup.name} {part} idle", rss / 2**20, "MB")
             p1_throughput(scale, results, group, direct)
+        start_all()
         if "P2" in only:
             group = [direct, sqlite, redis_tr, bare_redis, celery]
             p2_latency(scale, results, [s for s in group if s is not None], base)
@@ -509,7 +523,7 @@ def run(scale: Scale, only: set[str], base: Path, out: Path | None, label: str) 
         if "P4" in only:
             p4_live_tail(scale, results, sqlite)
     finally:
-        for setup in reversed(started):
+        for setup in reversed(planned):
             setups.resume(setup)
             try:
                 setup.stop()

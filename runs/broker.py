@@ -1,0 +1,146 @@
+"""django-q2's ORM broker, woken up by the process that enqueues.
+
+The ORM broker polls its table every ``poll`` seconds, and that interval
+alone decides how long a run waits before a worker sees it: 0.2 s polling
+costs about 0.13 s of dispatch latency, a fast poll costs CPU all day. Here
+the pusher of each cluster on this host waits on a UNIX datagram socket in
+``DATA_DIR/wake/`` instead of sleeping, and whoever enqueues a job (a web
+request, a command, another cluster's worker) sends one byte to every
+socket there once the job's row is committed. The poll stays as the
+fallback: clusters on other hosts, and any wake-up that got lost, still see
+the job within ``poll`` seconds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+
+logger = logging.getLogger(__name__)
+
+# Longest path a UNIX socket may have (sun_path, 108 bytes with its NUL).
+_SUN_PATH_MAX = 107
+
+
+def wake_dir() -> Path:
+    return Path(settings.DATA_DIR) / "wake"
+
+
+def _host_prefix() -> str:
+    return socket.gethostname()[:20] + "-"
+
+
+def poke() -> int:
+    """Wake every pusher on this host; returns how many were reached. A
+    socket whose pusher is gone is removed."""
+    folder = wake_dir()
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    reached = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setblocking(False)
+        for name in names:
+            if not name.endswith(".sock"):
+                continue
+            path = folder / name
+            try:
+                sender.sendto(b"!", str(path))
+                reached += 1
+            except BlockingIOError:
+                reached += 1  # Its buffer is full of wake-ups: it is awake.
+            except (ConnectionRefusedError, FileNotFoundError):
+                # Its pusher is gone; a socket of another host on a shared
+                # volume is that host's business.
+                if name.startswith(_host_prefix()):
+                    path.unlink(missing_ok=True)
+            except OSError as exc:  # A path too long, a permission: poll then.
+                logger.debug("could not wake %s: %s", path, exc)
+    return reached
+
+
+class WakingORM(ORM):
+    """The ORM broker; its pusher sleeps on a socket that ``enqueue`` pokes."""
+
+    _socket: socket.socket | None = None
+    _socket_pid: int | None = None
+
+    def enqueue(self, task):
+        pk = super().enqueue(task)
+        # Inside a transaction the row is not visible yet: wake the pusher
+        # when it is (at once outside one).
+        transaction.on_commit(poke, using=Conf.ORM)
+        return pk
+
+    def dequeue(self):
+        now = timezone.now()
+        tasks = self.get_connection().filter(key=self.list_key, lock__lt=now)[: Conf.BULK]
+        found = []
+        for task in tasks:
+            # Another cluster may have been faster: the lock is a compare-and-set.
+            if (
+                self.get_connection()
+                .filter(id=task.id, lock=task.lock)
+                .update(lock=self.timeout(task))
+            ):
+                found.append((task.pk, task.payload))
+        if found:
+            return found
+        self._wait(Conf.POLL)
+        return None
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until poked or ``timeout`` seconds have passed."""
+        sock = self._listener()
+        if sock is None:
+            select.select([], [], [], timeout)
+            return
+        ready, _, _ = select.select([sock], [], [], timeout)
+        if ready:
+            try:
+                while sock.recv(64):  # Several pokes wake it once.
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _listener(self) -> socket.socket | None:
+        """This process's socket, made on first use (the broker object is
+        built in the sentinel and pickled into the pusher)."""
+        pid = os.getpid()
+        if self._socket_pid == pid:
+            return self._socket
+        self._socket_pid = pid
+        self._socket = None
+        path = wake_dir() / f"{_host_prefix()}{pid}.sock"
+        if len(str(path)) > _SUN_PATH_MAX:
+            logger.info("DATA_DIR is too deep for a wake-up socket; polling every %s s", Conf.POLL)
+            return None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+            sock.setblocking(False)
+        except OSError as exc:
+            logger.warning("no wake-up socket (%s); polling every %s s", exc, Conf.POLL)
+            return None
+        self._socket = sock
+        return sock
+
+    def __del__(self):
+        if self._socket is not None and self._socket_pid == os.getpid():
+            try:
+                path = self._socket.getsockname()
+                self._socket.close()
+                os.unlink(path)
+            except (OSError, TypeError):
+                pass

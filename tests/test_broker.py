@@ -1,0 +1,70 @@
+"""The ORM broker's wake-up: an enqueue pokes the pushers of this host, which
+wait on a socket instead of sleeping through their poll."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from django.db import transaction
+
+from runs import broker
+
+
+@pytest.fixture
+def data_dir(settings, tmp_path_factory):
+    # Short: a UNIX socket path has at most 107 bytes.
+    settings.DATA_DIR = tmp_path_factory.mktemp("w")
+    return settings.DATA_DIR
+
+
+@pytest.mark.django_db
+def test_a_poke_ends_the_wait_at_once(data_dir):
+    pusher = broker.WakingORM(list_key="test")
+    assert pusher._listener() is not None
+    threading.Timer(0.2, broker.poke).start()
+    started = time.monotonic()
+    pusher._wait(10)
+    assert 0.15 < time.monotonic() - started < 2
+
+
+@pytest.mark.django_db
+def test_without_a_poke_the_wait_is_the_poll(data_dir):
+    pusher = broker.WakingORM(list_key="test")
+    started = time.monotonic()
+    pusher._wait(0.3)
+    assert time.monotonic() - started >= 0.29
+
+
+def test_every_pusher_of_the_host_is_poked_and_dead_ones_are_swept(data_dir):
+    folder = broker.wake_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    live = [socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    for n, sock in enumerate(live):
+        sock.bind(str(folder / f"{broker._host_prefix()}{n}.sock"))
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(str(folder / f"{broker._host_prefix()}99.sock"))
+    dead.close()  # its file stays behind, as after a kill -9
+    other_host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    other_host.bind(str(folder / "elsewhere-1.sock"))
+    other_host.close()
+
+    assert broker.poke() == 2
+    assert all(sock.recv(8) == b"!" for sock in live)
+    assert not (folder / f"{broker._host_prefix()}99.sock").exists()
+    # Another host's socket on a shared volume is not ours to remove.
+    assert (folder / "elsewhere-1.sock").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_enqueue_inside_a_transaction_pokes_after_the_commit(data_dir, monkeypatch):
+    pokes = []
+    monkeypatch.setattr(broker, "poke", lambda: pokes.append(1))
+    pusher = broker.WakingORM(list_key="test")
+    with transaction.atomic():
+        pusher.enqueue("payload")
+        assert pokes == []
+    assert pokes == [1]
+    assert [payload for _, payload in pusher.dequeue()] == ["payload"]
