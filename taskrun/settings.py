@@ -239,17 +239,6 @@ TASK_TIMEOUT = env.int("TASK_TIMEOUT", default=3600)
 TASK_TIMEOUT_MAX = env.int("TASK_TIMEOUT_MAX", default=max(TASK_TIMEOUT, 86400))
 PROCESS_CHECK_INTERVAL = env.float("PROCESS_CHECK_INTERVAL", default=10)
 LEASE_SECONDS = env.float("LEASE_SECONDS", default=3 * PROCESS_CHECK_INTERVAL)
-if _db["ENGINE"] != "django.db.backends.sqlite3":
-    # Across a network partition a query hangs until TCP gives up (minutes):
-    # past a third of a lease of unacknowledged data it fails instead, and the
-    # worker reconnects or fences itself. A session that a frozen or cut-off
-    # worker leaves idle inside a transaction would keep its row locks — and
-    # stall the reaper that must declare its run lost — until it came back:
-    # PostgreSQL ends it after a lease (at least 10 s).
-    _db["OPTIONS"].setdefault("tcp_user_timeout", int(LEASE_SECONDS / 3 * 1000))
-    _db["OPTIONS"].setdefault(
-        "options", f"-c idle_in_transaction_session_timeout={int(max(LEASE_SECONDS, 10) * 1000)}"
-    )
 DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=30)
 # Between SIGTERM and SIGKILL when a script is stopped.
 KILL_GRACE_SECONDS = env.float("KILL_GRACE_SECONDS", default=5)
@@ -335,13 +324,6 @@ WEBHOOK_RETRY_SECONDS = env.float("WEBHOOK_RETRY_SECONDS", default=10)
 
 # --- logging --------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
-# The servers (gunicorn; qcluster, serve, web, worker) log to stdout, where a
-# container runtime collects it. Other commands keep stdout for what they
-# print (a run id, JSON, a script's log) and log to stderr, as Django does.
-_SERVERS = {"qcluster", "serve", "web", "worker", "runserver"}
-_serving = "gunicorn" in sys.argv[0] or (
-    Path(sys.argv[0]).name == "manage.py" and sys.argv[1:2] and sys.argv[1] in _SERVERS
-)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -351,7 +333,7 @@ LOGGING = {
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout" if _serving else "ext://sys.stderr",
+            "stream": "ext://sys.stdout",
             "formatter": "plain",
         },
         # Many processes write app.log (gunicorn workers, cluster workers,
