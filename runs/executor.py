@@ -119,7 +119,14 @@ class Supervisor:
                 os.chown(self.tmpdir, user.pw_uid, user.pw_gid)
                 os.chown(extra["TASKRUN_CONFIG"], user.pw_uid, user.pw_gid)
         env = process.script_env(
-            run.pk, self.task.name, run.attempt, self.task.env, run.env, secrets, extra
+            run.pk,
+            self.task.name,
+            run.attempt,
+            self.task.env,
+            run.env,
+            secrets,
+            extra,
+            worker=self.worker,
         )
         try:
             self.proc = subprocess.Popen(

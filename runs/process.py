@@ -27,7 +27,9 @@ except OSError:  # pragma: no cover - non-glibc Linux
     _libc = None
 
 
-def script_env(run_id: int, task_name: str, attempt: int, *layers: dict) -> dict[str, str]:
+def script_env(
+    run_id: int, task_name: str, attempt: int, *layers: dict, worker: str = ""
+) -> dict[str, str]:
     """A clean environment: the allow-list, then each layer in order (the task's
     variables, the run's), then the TASKRUN_* variables, which always win."""
     env = {
@@ -44,6 +46,9 @@ def script_env(run_id: int, task_name: str, attempt: int, *layers: dict) -> dict
     env["TASKRUN_RUN_ID"] = str(run_id)
     env["TASKRUN_TASK"] = task_name
     env["TASKRUN_ATTEMPT"] = str(attempt)
+    # Which supervisor started it: with the run id, it tells this run's
+    # processes apart from another installation's run of the same id.
+    env["TASKRUN_WORKER"] = worker
     return env
 
 
@@ -111,25 +116,29 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def run_processes(run_id: int) -> list[psutil.Process]:
+def run_processes(run_id: int, worker: str | None = None) -> list[psutil.Process]:
     """Processes on this host that belong to run ``run_id`` (its script and
-    the script's children, found by TASKRUN_RUN_ID in their environment)."""
+    the script's children, found by TASKRUN_RUN_ID in their environment),
+    and to the run that ``worker`` supervised when it is given."""
     wanted = str(run_id)
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get("TASKRUN_RUN_ID") == wanted:
+            environ = proc.environ()
+            if environ.get("TASKRUN_RUN_ID") == wanted and (
+                worker is None or environ.get("TASKRUN_WORKER") == worker
+            ):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
     return found
 
 
-def kill_run_processes(run_id: int) -> None:
+def kill_run_processes(run_id: int, worker: str) -> None:
     """Kill what is left of a lost run on this host. The process group is only
     signalled when one of its members really belongs to the run, so a reused
     pid is never hit."""
-    procs = run_processes(run_id)
+    procs = run_processes(run_id, worker)
     groups = set()
     for proc in procs:
         try:

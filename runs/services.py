@@ -558,7 +558,7 @@ def reap_lost_runs(*, actor: str = "reaper") -> list[int]:
                 "run %s lost: no heartbeat from %s since %s", run_id, worker, heartbeat_at
             )
             if pid and worker.rsplit(":", 1)[0] == settings.WORKER_HOST:
-                process.kill_run_processes(run_id)
+                process.kill_run_processes(run_id, worker)
     return reaped
 
 

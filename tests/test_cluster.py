@@ -55,7 +55,11 @@ def test_a_killed_worker_leaves_a_lost_run_and_no_process(make_task, cluster, tm
     run = wait_for(lambda: finished(run), timeout=30, message="run was not reaped")
     assert run.status == S.LOST
     assert run.reason == "lease expired"
-    wait_for(lambda: not process.run_processes(run.pk), timeout=10, message="processes survived")
+    wait_for(
+        lambda: not process.run_processes(run.pk, run.worker),
+        timeout=10,
+        message="processes survived",
+    )
     for pid in map(int, pids.read_text().split()):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 

@@ -18,7 +18,7 @@ S = Run.Status
 
 
 def assert_nothing_left(run: Run) -> None:
-    assert process.run_processes(run.pk) == []
+    assert process.run_processes(run.pk, run.worker) == []
 
 
 def test_memory_past_the_limit_fails_the_run(make_task, execute):
