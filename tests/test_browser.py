@@ -63,8 +63,10 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture
 def new_page(chromium, live_server) -> Iterator[Any]:
-    """Pages in fresh browser contexts (their own cookies), closed at the end."""
+    """Pages in fresh browser contexts (their own cookies), closed at the end.
+    A JavaScript error on any of them fails the test."""
     contexts = []
+    errors: list[str] = []
 
     def make() -> Any:
         context = chromium.new_context(
@@ -72,11 +74,14 @@ def new_page(chromium, live_server) -> Iterator[Any]:
         )
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert errors == []
 
 
 @pytest.fixture
