@@ -324,6 +324,13 @@ WEBHOOK_RETRY_SECONDS = env.float("WEBHOOK_RETRY_SECONDS", default=10)
 
 # --- logging --------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# The servers (gunicorn; qcluster, serve, web, worker) log to stdout, where a
+# container runtime collects it. Other commands keep stdout for what they
+# print (a run id, JSON, a script's log) and log to stderr, as Django does.
+_SERVERS = {"qcluster", "serve", "web", "worker", "runserver"}
+_serving = "gunicorn" in sys.argv[0] or (
+    Path(sys.argv[0]).name == "manage.py" and sys.argv[1:2] and sys.argv[1] in _SERVERS
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -333,7 +340,7 @@ LOGGING = {
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "stream": "ext://sys.stdout" if _serving else "ext://sys.stderr",
             "formatter": "plain",
         },
         # Many processes write app.log (gunicorn workers, cluster workers,

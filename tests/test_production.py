@@ -455,6 +455,16 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable
     assert result.stderr.startswith(expected), result.stderr
 
 
+def test_a_command_logs_to_stderr_and_app_log_keeping_stdout_for_its_output(tmp_path):
+    env = production_env(tmp_path, SECRET_KEY="x" * 50)
+    code = "import logging; logging.getLogger('runs').warning('a warning'); print('output')"
+    result = manage("shell", "--no-imports", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "output\n"
+    assert "WARNING runs" in result.stderr and "a warning" in result.stderr
+    assert "a warning" in (tmp_path / "var" / "logs" / "app.log").read_text()
+
+
 # -- migrations started together ---------------------------------------------------
 
 
