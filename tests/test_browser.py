@@ -411,6 +411,39 @@ def test_run_a_task_through_its_argparse_form(new_page, admin_user, make_task):
     expect(page.locator("code.arg")).to_have_count(6)
 
 
+def test_a_page_far_behind_a_live_log_jumps_to_its_tail(new_page, viewer, make_task):
+    from django.utils import timezone
+
+    from runs.models import LogChunk
+    from runs.views import LOG_CATCH_UP_BYTES
+
+    task = make_task("flood", 'print("x")\n')
+    run = Run.objects.create(task=task, status=Run.Status.RUNNING, started_at=timezone.now())
+    LogChunk.objects.create(run=run, start=0, data=b"first line\n")
+    Run.objects.filter(pk=run.pk).update(log_size=11)
+    page = new_page()
+    log_in(page, viewer)
+    page.goto(f"/runs/{run.pk}/")
+    log = page.locator("#log")
+    expect(log).to_have_text("first line\n")
+    expect(page.locator("[data-live-note]")).to_be_visible()
+
+    # More output at once than the page would ever crawl through.
+    flood = b"y" * LOG_CATCH_UP_BYTES + b"\nlast line\n"
+    LogChunk.objects.create(run=run, start=11, data=flood)
+    Run.objects.filter(pk=run.pk).update(log_size=11 + len(flood))
+    expect(log).to_contain_text("last line")
+    assert "first line" not in log.text_content()
+    expect(page.locator("#log-earlier")).to_be_visible()
+    expect(page.locator("#log-skipped")).to_be_visible()
+
+    # Once the run ends the page shows it and stops asking (the script hides
+    # the live note exactly when it sets no further timer).
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED, exit_code=0)
+    expect(status_of(page)).to_have_attribute("data-status", "succeeded")
+    expect(page.locator("[data-live-note]")).to_be_hidden()
+
+
 def test_a_long_log_shows_its_tail_and_loads_earlier_parts(new_page, viewer, make_task):
     from runs.models import LogChunk
     from runs.views import LOG_TAIL_BYTES
