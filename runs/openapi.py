@@ -497,7 +497,76 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        **_system_paths(),
     }
+
+
+def _object(required: dict[str, Any]) -> dict[str, Any]:
+    """An object with at least these properties (the host figures may grow)."""
+    return {"type": "object", "properties": required, "required": list(required)}
+
+
+def _system_paths() -> dict[str, Any]:
+    """The monitor's calls (monitor/views.py): host, this process, the Python
+    processes and health, for anyone who may view runs."""
+    number = {"type": "number"}
+    integer = {"type": "integer"}
+    health = _object(
+        {
+            "status": {"type": "string"},
+            "checks": _object({"database": {"type": "string"}, "broker": {"type": "string"}}),
+        }
+    )
+    calls = {
+        "info": (
+            "The host: CPU, memory, disks",
+            _object(
+                {
+                    "cpu": _object({"percent": number, "count": integer}),
+                    "memory": _object({"total": integer, "used": integer, "percent": number}),
+                    "disk": _object(
+                        {"total": integer, "used": integer, "free": integer, "percent": number}
+                    ),
+                }
+            ),
+        ),
+        "process": (
+            "This web process",
+            _object({"pid": integer, "rss": integer, "cpu_percent": number, "threads": integer}),
+        ),
+        "processes": (
+            "The Python processes on this host (workers, scripts, web)",
+            _envelope(
+                "processes",
+                {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "pid": integer,
+                            "name": {"type": "string"},
+                            "cmdline": {"type": "array", "items": {"type": "string"}},
+                            "cpu_percent": number,
+                            "rss": integer,
+                        }
+                    ),
+                },
+            ),
+        ),
+        "health": ("Database, broker and workers", health),
+    }
+    paths = {}
+    for name, (summary, schema) in calls.items():
+        responses = {"200": _json(schema, summary), **_errors(401, 403)}
+        if name == "health":
+            responses["503"] = _json(health, "A check failed (named in `failing`).")
+        paths[f"/api/system/{name}"] = {
+            "get": {
+                "operationId": f"system_{name}",
+                "summary": f"{summary} (runs.view_run)",
+                "responses": responses,
+            }
+        }
+    return paths
 
 
 def openapi_document() -> dict[str, Any]:

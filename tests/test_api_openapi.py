@@ -34,6 +34,8 @@ OPERATIONS = [
 # The operations whose success needs a live run; the others use a task that
 # has only a finished run.
 ON_LIVE = {"stop_task", "cancel_run"}
+# No cluster runs in these tests: health may say the workers are missing.
+MAY_BE_UNHEALTHY = {"system_health"}
 
 
 @pytest.fixture
@@ -125,7 +127,10 @@ def test_every_documented_operation_answers_as_documented(path, method, world, s
         check_answer(bad, operation)
 
     success = root.call(method.upper(), url, body)
-    assert 200 <= success.status_code < 300, success.content
+    if operation["operationId"] in MAY_BE_UNHEALTHY:
+        assert success.status_code in (200, 503)
+    else:
+        assert 200 <= success.status_code < 300, success.content
     check_answer(success, operation)
 
     if "409" in codes:
@@ -143,7 +148,11 @@ def test_every_api_route_is_documented():
         path = "/api/" + re.sub(r"<(?:\w+:)?(\w+)>", "{}", str(pattern.pattern))
         for method in pattern.callback.handlers:
             routes.add((path, method.lower()))
-    documented = {(re.sub(r"\{\w+\}", "{}", p), m) for p, m in OPERATIONS}
+    documented = {
+        (re.sub(r"\{\w+\}", "{}", p), m)
+        for p, m in OPERATIONS
+        if not p.startswith("/api/system/")  # routed by monitor/urls.py
+    }
     assert routes == documented
 
 
@@ -209,7 +218,11 @@ def test_generated_requests_get_documented_answers(case, world, keep_connection)
         return
     token = make_token(make_user(is_staff=True, is_superuser=True))
     excluded = []
-    if case.operation.definition.raw.get("operationId") in CODE_OPERATIONS:
+    operation_id = case.operation.definition.raw.get("operationId")
+    if operation_id in CODE_OPERATIONS:
         # Schema-valid code need not compile; that 400 is documented.
         excluded.append(schemathesis.checks.positive_data_acceptance)
+    if operation_id in MAY_BE_UNHEALTHY:
+        # A documented 503, not a crash.
+        excluded.append(schemathesis.checks.not_a_server_error)
     case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded)
