@@ -52,6 +52,12 @@ view_tasks = permission_required("runs.view_task", raise_exception=True)
 start_runs = permission_required("runs.run_task", raise_exception=True)
 
 
+def _moving(run: Run) -> bool:
+    """Worth watching closely: running, or queued to start now. A run
+    delayed until later changes nothing for hours; its page polls slowly."""
+    return run.status == S.RUNNING or (run.status == S.QUEUED and run.not_before is None)
+
+
 def _partial(request: HttpRequest) -> bool:
     """The page's refresh script asks for the live part of the page only."""
     return request.GET.get("partial") == "1"
@@ -99,7 +105,7 @@ def _dashboard_context() -> dict[str, Any]:
         "failures": failures,
         "counts": [(value, label, counts.get(value, 0)) for value, label in S.choices],
         "chart": hourly_chart(now),
-        "live": bool(running or queued),
+        "live": bool(running) or any(_moving(run) for run in queued),
         "now": now,
     }
 
@@ -127,7 +133,7 @@ def _task_rows() -> list[dict[str, Any]]:
             {
                 "task": task,
                 "last": recent[0] if recent else None,
-                "live": bool(recent) and recent[0].is_active,
+                "live": bool(recent) and _moving(recent[0]),
                 "spark": sparkline(recent),
             }
         )
@@ -152,7 +158,7 @@ def _task_history(task: Task) -> dict[str, Any]:
     return {
         "runs": runs[:TASK_HISTORY_SIZE],
         "more": len(runs) > TASK_HISTORY_SIZE,
-        "live": any(run.is_active for run in runs[:1]),
+        "live": any(_moving(run) for run in runs[:TASK_HISTORY_SIZE]),
     }
 
 
@@ -256,7 +262,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     form.is_valid()
     runs = form.filter(Run.objects.select_related("task", "triggered_by"))
     page = keyset_page(runs, _cursor(request, "before"), _cursor(request, "after"), RUNS_PAGE_SIZE)
-    live = any(run.is_active for run in page.runs)
+    live = any(_moving(run) for run in page.runs)
     context = {"form": form, "page": page, "runs": page.runs, "live": live}
     if _partial(request):
         return _refresh(request, "runs/_run_page.html", context)
@@ -378,6 +384,7 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
         {
             "status": run.status,
             "active": run.is_active,
+            "waiting": run.not_before is not None,
             "progress": run.progress,
             "progress_message": run.progress_message,
             "exit_code": run.exit_code,

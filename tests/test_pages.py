@@ -428,6 +428,17 @@ def test_list_pages_answer_their_refresh_script_with_json(viewer_client, task):
     assert viewer_client.get(reverse("runs:dashboard") + "?partial=1").json()["live"] is False
 
 
+def test_a_run_delayed_until_later_keeps_no_page_polling_fast(viewer_client, task):
+    later = timezone.now() + timedelta(hours=2)
+    run = Run.objects.create(task=task, status=S.QUEUED, not_before=later, scheduled_for=later)
+    for name in ["runs:dashboard", "runs:tasks", "runs:runs"]:
+        assert viewer_client.get(reverse(name) + "?partial=1").json()["live"] is False, name
+    page = viewer_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'data-waiting="1"' in page and "Waits until" in page
+    data = viewer_client.get(reverse("runs:live", args=[run.pk])).json()
+    assert data["active"] is True and data["waiting"] is True
+
+
 # --- the dashboard and the task pages ------------------------------------------------
 
 

@@ -28,6 +28,8 @@
   var first = Number(root.dataset.logStart); // byte offset of the first text shown
   var offset = Number(root.dataset.logEnd); // byte offset after the last text shown
   var active = root.dataset.active === "1";
+  // A run delayed until later: nothing moves for a while, so ask less often.
+  var waiting = root.dataset.waiting === "1";
   // What the buttons were rendered for: "<status>:<cancel requested>".
   var state = root.dataset.state;
   var failures = 0;
@@ -115,6 +117,7 @@
       state = next;
     }
     active = data.active;
+    waiting = data.waiting;
     if (follow) toEnd();
     return data.log.more;
   }
@@ -124,7 +127,7 @@
     var live = (active || more) && failures < MAX_FAILURES;
     if (note) note.hidden = !live;
     if (!live) return;
-    timer = setTimeout(poll, more ? 0 : document.hidden ? HIDDEN_MS : VISIBLE_MS);
+    timer = setTimeout(poll, more ? 0 : document.hidden || waiting ? HIDDEN_MS : VISIBLE_MS);
   }
 
   function poll() {
