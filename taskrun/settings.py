@@ -239,6 +239,17 @@ TASK_TIMEOUT = env.int("TASK_TIMEOUT", default=3600)
 TASK_TIMEOUT_MAX = env.int("TASK_TIMEOUT_MAX", default=max(TASK_TIMEOUT, 86400))
 PROCESS_CHECK_INTERVAL = env.float("PROCESS_CHECK_INTERVAL", default=10)
 LEASE_SECONDS = env.float("LEASE_SECONDS", default=3 * PROCESS_CHECK_INTERVAL)
+if _db["ENGINE"] != "django.db.backends.sqlite3":
+    # Across a network partition a query hangs until TCP gives up (minutes):
+    # past a third of a lease of unacknowledged data it fails instead, and the
+    # worker reconnects or fences itself. A session that a frozen or cut-off
+    # worker leaves idle inside a transaction would keep its row locks — and
+    # stall the reaper that must declare its run lost — until it came back:
+    # PostgreSQL ends it after a lease (at least 10 s).
+    _db["OPTIONS"].setdefault("tcp_user_timeout", int(LEASE_SECONDS / 3 * 1000))
+    _db["OPTIONS"].setdefault(
+        "options", f"-c idle_in_transaction_session_timeout={int(max(LEASE_SECONDS, 10) * 1000)}"
+    )
 DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=30)
 # Between SIGTERM and SIGKILL when a script is stopped.
 KILL_GRACE_SECONDS = env.float("KILL_GRACE_SECONDS", default=5)

@@ -304,6 +304,11 @@ class PrivatePostgres:
         return f"postgres://postgres@{host}:{self.port}/{name}"
 
     def start(self) -> None:
+        hba = self.data / "pg_hba.conf"
+        if self.listen != "127.0.0.1" and "faults" not in hba.read_text():
+            # Clients in the test's network namespaces (10.251.x.x).
+            with hba.open("a") as fh:
+                fh.write("\n# faults\nhost all all 10.251.0.0/16 trust\n")
         options = (
             f"-k {self.folder} -p {self.port} -c listen_addresses='{self.listen}' "
             "-c fsync=off -c max_connections=200"

@@ -4,6 +4,8 @@ that DATABASE_URL and reads their JSON answer.
 
     python -m tests.faults.ops tasks '[{"name": "t", "timeout": 5}, ...]'
     python -m tests.faults.ops start '[{"task": "t", "args": ["1"]}, ...]'
+    python -m tests.faults.ops schedule t "* * * * * */2"
+    python -m tests.faults.ops unschedule t
     python -m tests.faults.ops runs
 """
 
@@ -37,6 +39,19 @@ def main() -> None:
                 answer["runs"].append(run.pk)
             except services.RunRefused as exc:
                 answer["runs"].append(str(exc))
+    elif command == "schedule":
+        from runs.models import TaskSchedule
+
+        task_name, cron = sys.argv[2], sys.argv[3]
+        ts = TaskSchedule.objects.create(task=Task.objects.get(name=task_name), cron=cron)
+        answer = {"schedule": ts.pk}
+    elif command == "unschedule":
+        from runs.models import TaskSchedule
+
+        for ts in TaskSchedule.objects.filter(task__name=sys.argv[2]):
+            ts.enabled = False
+            ts.save()
+        answer = {"unscheduled": sys.argv[2]}
     elif command == "runs":
         answer = {
             "runs": [

@@ -129,6 +129,7 @@ def test_a_frozen_worker_is_reaped_its_script_stopped_and_its_late_writes_fenced
     assert left == []
     record_figures(
         "stalled_worker",
+        database=connection.vendor,
         runs=len(runs),
         freezes=1,
         overlaps=len(overlaps),
