@@ -1,5 +1,6 @@
-"""/api/… of CONTRACT, except /api/secrets and /api/system (their owners
-route those). Paths have no trailing slash, as in CONTRACT."""
+"""/api/… of CONTRACT, except /api/system (monitor/urls.py). Paths have no
+trailing slash, as in CONTRACT. A call added here must be described in
+runs/openapi.py too: tests/test_api_openapi.py checks both ways."""
 
 from django.urls import path
 
