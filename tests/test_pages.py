@@ -97,12 +97,16 @@ def test_anonymous_users_are_sent_to_the_login_page(client, task):
 
 def test_login_page_renders_and_logs_in(client, user_in):
     user_in("Viewers", "vera")
-    page = client.get("/accounts/login/")
+    page = client.get("/accounts/login/?next=/runs/")
     assert page.status_code == 200
-    assert b'name="username"' in page.content
-    response = client.post("/accounts/login/", {"username": "vera", "password": "pw"})
+    assert b'name="username"' in page.content and b'value="/runs/"' in page.content
+    wrong = client.post("/accounts/login/", {"username": "vera", "password": "nope"})
+    assert wrong.status_code == 200 and b'class="errorlist"' in wrong.content
+    response = client.post(
+        "/accounts/login/", {"username": "vera", "password": "pw", "next": "/runs/"}
+    )
     assert response.status_code == 302
-    assert response["Location"] == "/"
+    assert response["Location"] == "/runs/"
     assert client.get("/").status_code == 200
 
 
