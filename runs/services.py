@@ -259,10 +259,16 @@ def after_run_end(run_id: int) -> None:
     run = Run.objects.select_related("task").filter(pk=run_id).first()
     if run is None:
         return
-    with transaction.atomic():
-        task = Task.objects.select_for_update().filter(pk=run.task_id).first()
-        if task is not None:
-            _dispatch_next(task)
+    # Most tasks have no run waiting in line: a read spares them a write
+    # transaction (on SQLite, the database's one write lock). A run queued
+    # after this read finds this one ended and is dispatched by its start.
+    if Run.objects.filter(
+        task_id=run.task_id, status=S.QUEUED, dispatched_at__isnull=True, not_before__isnull=True
+    ).exists():
+        with transaction.atomic():
+            task = Task.objects.select_for_update().filter(pk=run.task_id).first()
+            if task is not None:
+                _dispatch_next(task)
     if run.status in (S.SKIPPED, S.CANCELLED):
         return
     retry = _retry(run)
@@ -355,6 +361,10 @@ def enqueue(run: Run) -> None:
             run.pk,
             task_name=f"{run.task.name}#{run.pk}",
             group="taskrun",
+            # The run's row is the record; django-q2's Success row (and its
+            # save_limit pruning, which locks every kept row) is a write per
+            # run that nothing reads. A job that fails is still saved.
+            save=False,
         )
     except Exception as exc:
         # The run is committed and stays queued: rescue_stranded_runs gives

@@ -178,6 +178,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # The test database is a real file, so that test subprocesses (clusters,
     # commands) can open it and locking behaves as in production.
     _db["TEST"] = {"NAME": str(DATA_DIR / "test-taskrun.sqlite3")}
+    # Reopening the file and running the PRAGMAs costs about a millisecond,
+    # which django-q2's pusher and workers would pay on every poll and job.
+    _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 else:
     # Persistent connections halve django-q2's broker cost on PostgreSQL;
     # health checks make a connection dropped by a restart reconnect.
