@@ -133,7 +133,7 @@ def _task_rows() -> list[dict[str, Any]]:
             {
                 "task": task,
                 "last": recent[0] if recent else None,
-                "live": bool(recent) and _moving(recent[0]),
+                "live": any(_moving(run) for run in recent),
                 "spark": sparkline(recent),
             }
         )
