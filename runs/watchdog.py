@@ -117,7 +117,7 @@ class _Guard:
     def send(cls, line: str) -> bool:
         with cls._lock:
             proc = cls._proc
-            if proc is None or cls._pid != os.getpid() or proc.poll() is not None:
+            if proc is None or cls._pid != os.getpid() or proc.stdin.closed:
                 return False
             try:
                 os.write(proc.stdin.fileno(), line.encode() + b"\n")
@@ -136,7 +136,7 @@ class _Guard:
         """Stop guarding ``pgid``; returns whether the watchdog had fired."""
         with cls._lock:
             proc = cls._proc
-            if proc is None or cls._pid != os.getpid() or proc.poll() is not None:
+            if proc is None or cls._pid != os.getpid() or proc.stdin.closed:
                 return False
             try:
                 os.write(proc.stdin.fileno(), f"done {pgid}\n".encode())
@@ -160,8 +160,14 @@ class _Guard:
 
     @classmethod
     def _process(cls) -> subprocess.Popen:
-        if cls._pid == os.getpid() and cls._proc is not None and cls._proc.poll() is None:
-            return cls._proc
+        proc = cls._proc
+        if (
+            cls._pid == os.getpid()
+            and proc is not None
+            and not proc.stdin.closed
+            and proc.poll() is None
+        ):
+            return proc
         # Another process's (inherited through a fork), or gone: start ours.
         cls._answers, cls._buffer = {}, b""
         cls._proc = subprocess.Popen(
@@ -186,6 +192,11 @@ class Watchdog:
         self.closed = False
         self.result = False
         _Guard.arm(pgid, fence, grace)
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The watchdog process (shared by this worker's runs)."""
+        return _Guard._proc
 
     def renew(self, since: float) -> None:
         """The lease was renewed by a heartbeat written at ``since``
