@@ -3,7 +3,10 @@ and stop, with every status code of CONTRACT. Bad input changes nothing."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connections
 
 from runs import services
 from runs.models import CodeRevision, Run, Task
@@ -187,6 +190,31 @@ def test_create_task_refuses_a_body_over_the_size_limit(editor, tasks_dir):
     assert response.status_code == 400
     assert "larger than" in response.json()["error"]
     assert not Task.objects.exists() and list(tasks_dir.iterdir()) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_creates_of_one_name_at_once_make_one_task(tasks_dir):
+    user = make_user("Editors")
+    apis = [Api(user), Api(user)]
+    barrier = threading.Barrier(2)
+    statuses = []
+
+    def create(api: Api, n: int) -> None:
+        barrier.wait()
+        try:
+            body = {"name": "race", "code": f"print({n})\n"}
+            statuses.append(api.post("/api/tasks", body).status_code)
+        finally:
+            connections.close_all()  # This thread's own connection.
+
+    threads = [threading.Thread(target=create, args=(api, n)) for n, api in enumerate(apis)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201, 409]
+    task = Task.objects.get()
+    assert (tasks_dir / "race.py").read_text() == task.revisions.get().code
 
 
 # --- read --------------------------------------------------------------------
