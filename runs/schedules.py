@@ -76,6 +76,17 @@ def sync(ts: TaskSchedule) -> None:
     Schedule.objects.filter(pk=job.pk).update(**fields)
 
 
+def repair() -> int:
+    """Give back its django-q2 row to every schedule that should have one
+    and has none (deleted in django-q2's admin, or saved raw by loaddata)."""
+    lost = TaskSchedule.objects.filter(enabled=True, task__enabled=True, job__isnull=True)
+    count = 0
+    for ts in lost.select_related("task"):
+        sync(ts)
+        count += 1
+    return count
+
+
 def _schedule_saved(sender, instance: TaskSchedule, raw: bool = False, **kwargs: Any) -> None:
     if not raw:
         sync(instance)
@@ -310,6 +321,7 @@ class Clock(threading.Thread):
                 if time.monotonic() >= next_alert_check:
                     next_alert_check = time.monotonic() + settings.PROCESS_CHECK_INTERVAL
                     notifications.check_alerts()
+                    repair()
             except DatabaseError as exc:
                 logger.warning("clock: database unreachable: %s", exc)
                 try:

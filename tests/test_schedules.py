@@ -382,3 +382,14 @@ def test_the_task_list_shows_the_next_run(admin_client, quick):
     page = admin_client.get("/admin/runs/task/").content.decode()
     assert "Next run" in page
     assert f"Jan. 1, {timezone.now().year + 1}" in page
+
+
+@pytest.mark.django_db
+def test_a_schedule_whose_job_was_deleted_gets_it_back(quick):
+    ts = TaskSchedule.objects.create(task=quick, cron="*/5 * * * *")
+    TaskSchedule.objects.create(task=quick, cron="0 * * * *", enabled=False)
+    Schedule.objects.all().delete()  # say, by hand in django-q2's admin
+    assert TaskSchedule.objects.get(pk=ts.pk).job_id is None
+    assert schedules.repair() == 1
+    assert Schedule.objects.get(pk=TaskSchedule.objects.get(pk=ts.pk).job_id).cron == ts.cron
+    assert schedules.repair() == 0
