@@ -342,19 +342,20 @@ def create_task(request: HttpRequest) -> HttpResponse:
         )
     task = Task(name=name)
     _apply_task_fields(task, body)
-    try:
-        with transaction.atomic():
-            task.save()
-            automation.apply_related(task, body)
-            try:
-                scripts.save_code(task, body["code"], author=request.user)
-            except BaseException:
-                # The row goes with the transaction; the file must go too.
-                scripts.delete_script(name)
-                raise
-    except IntegrityError:
-        # Another request created it between our check and our insert.
-        return error(f"A task named '{name}' already exists.", 409)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                task.save()
+        except IntegrityError:
+            # Another request created it between our check and our insert.
+            return error(f"A task named '{name}' already exists.", 409)
+        automation.apply_related(task, body)
+        try:
+            scripts.save_code(task, body["code"], author=request.user)
+        except BaseException:
+            # The row goes with the transaction; the file must go too.
+            scripts.delete_script(name)
+            raise
     return JsonResponse({"task": task_json(task, with_code=True)}, status=201)
 
 
