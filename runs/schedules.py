@@ -178,16 +178,23 @@ def next_run_at(task: Task) -> datetime | None:
     """When the task runs next: its earliest schedule or delayed run."""
     if not task.enabled:
         return None
-    times = [
-        Schedule.objects.filter(
-            pk__in=task.schedules.filter(enabled=True).values("job_id")
-        ).aggregate(t=Min("next_run"))["t"],
+    times = [ts.next_run_at for ts in task_schedules(task) if ts.enabled]
+    times.append(
         task.runs.filter(status=Run.Status.QUEUED, not_before__isnull=False).aggregate(
             t=Min("not_before")
-        )["t"],
-    ]
+        )["t"]
+    )
     times = [t for t in times if t is not None]
     return min(times) if times else None
+
+
+def task_schedules(task: Task) -> list[TaskSchedule]:
+    """The task's schedules with their django-q2 rows, from the prefetch
+    cache when the caller made one (``prefetch_related("schedules__job")``,
+    as a list of tasks should)."""
+    if "schedules" in getattr(task, "_prefetched_objects_cache", {}):
+        return list(task.schedules.all())
+    return list(task.schedules.select_related("job"))
 
 
 # --- what the API and forms accept ------------------------------------------------
@@ -282,7 +289,7 @@ def schedules_json(task: Task) -> list[dict[str, Any]]:
             "enabled": ts.enabled,
             "next_run_at": _iso(ts.next_run_at) if ts.enabled and task.enabled else None,
         }
-        for ts in task.schedules.select_related("job").order_by("id")
+        for ts in task_schedules(task)
     ]
 
 
