@@ -465,6 +465,39 @@ def test_a_command_logs_to_stderr_and_app_log_keeping_stdout_for_its_output(tmp_
     assert "a warning" in (tmp_path / "var" / "logs" / "app.log").read_text()
 
 
+def test_app_log_rotation_by_several_processes_loses_no_line(tmp_path):
+    env = production_env(tmp_path, SECRET_KEY="x" * 50, LOG_MAX_MB=0.01, LOG_BACKUPS=500)
+    code = (
+        "import django, logging, sys; django.setup(); log = logging.getLogger('runs')\n"
+        "for i in range(1500): log.warning('writer %s line %05d', sys.argv[1], i)"
+    )
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, name],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for name in "ab"
+    ]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    files = list((tmp_path / "var" / "logs").glob("app.log*"))
+    assert len(files) > 10  # it did rotate, many times
+    # Rotated once per full file, not once per process: every old file is
+    # full (RotatingFileHandler here leaves half-empty ones, and so drops
+    # lines sooner than LOG_BACKUPS promises).
+    max_bytes = int(0.01 * (1 << 20))
+    old = [path for path in files if path.name != "app.log"]
+    assert all(abs(path.stat().st_size - max_bytes) < 200 for path in old)  # ± a line
+    lines = [
+        match.group(0)
+        for path in files
+        for match in re.finditer(r"writer \w line \d{5}", path.read_text())
+    ]
+    assert sorted(lines) == sorted(f"writer {w} line {i:05d}" for w in "ab" for i in range(1500))
+
+
 # -- migrations started together ---------------------------------------------------
 
 
