@@ -9,7 +9,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 export TEST_DATABASE_URL
 
-.PHONY: run test test-sqlite test-postgres lint format clean venv bench bench-quick
+.PHONY: run test test-sqlite test-postgres lint format clean venv bench bench-quick faults
 
 venv: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ bench: $(VENV)/.bench-installed
 
 bench-quick: $(VENV)/.bench-installed
 	$(PY) -m bench --quick
+
+# Every fault-injection scenario (tests/faults) at full length; writes
+# docs/reliability.md. Needs root for the network namespace scenario.
+faults: venv
+	$(PY) -m devtools.faults
 
 lint: venv
 	$(VENV)/bin/ruff check .
