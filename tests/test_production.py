@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.error
@@ -354,8 +355,12 @@ def test_web_gives_up_with_one_line_when_the_database_does_not_answer(tmp_path):
 
 
 @pytest.mark.slow
-def test_serve_answers_health_and_sigterm_stops_both_children(tmp_path, servers):
+def test_serve_answers_health_and_sigterm_drains_and_stops_both_children(tmp_path, servers):
     """The image's default command, on a fresh DATA_DIR: `manage.py serve`."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "endless.py").write_text(
+        "import time\nprint('working', flush=True)\nwhile True:\n    time.sleep(0.1)\n"
+    )
     port = free_port()
     env = production_env(
         tmp_path,
@@ -379,12 +384,29 @@ def test_serve_answers_health_and_sigterm_stops_both_children(tmp_path, servers)
     # Log lines reach stdout and LOGS_DIR/app.log.
     assert "Q Cluster" in (tmp_path / "var" / "logs" / "app.log").read_text()
 
+    # A run in flight when serve gets SIGTERM: the signal reaches the
+    # cluster's main process, which drains.
+    queued = manage("run_task", "endless", env=env)
+    assert queued.returncode == 0, queued.stderr
+    run_id = int(queued.stdout.strip())
+    database = sqlite3.connect(tmp_path / "var" / "taskrun.sqlite3")
+
+    def run_row() -> tuple:
+        query = "SELECT status, reason, pid FROM runs_run WHERE id = ?"
+        return database.execute(query, [run_id]).fetchone()
+
+    wait_for(lambda: run_row()[0] == "running", timeout=30)
+    script = psutil.Process(run_row()[2])
+
     children = psutil.Process(serve.proc.pid).children()
     assert len(children) == 2
     assert serve.terminate() == 0, serve.output()
     assert "stopping: running runs get 3.0 s to finish" in serve.output()
     assert "has stopped" in serve.output()
     assert not any(child.is_running() and child.status() != "zombie" for child in children)
+    assert run_row()[:2] == ("cancelled", "worker shutdown")
+    assert not script.is_running()
+    database.close()
 
 
 # -- settings --------------------------------------------------------------------
