@@ -30,6 +30,8 @@ from runs.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 S = Run.Status
+# How soon new output reaches the database (and live tails) after the last write.
+LIVE_OUTPUT_SECONDS = 0.1
 
 
 def worker_identity() -> str:
@@ -128,6 +130,10 @@ class Supervisor:
             extra,
             worker=self.worker,
         )
+        rlimits = self.limits.rlimits()
+        run_as = self._run_as
+        if run_as:
+            run_as["preexec_fn"] = process.limits_in_child(rlimits)
         try:
             self.proc = subprocess.Popen(
                 process.command(script, run.args),
@@ -137,12 +143,18 @@ class Supervisor:
                 cwd=settings.TASKS_DIR,
                 env=env,
                 start_new_session=True,
-                preexec_fn=process.child_setup(self.limits.rlimits()),
-                **self._run_as,
+                **run_as,
                 close_fds=True,
             )
         except OSError as exc:
             return self._start_failed(f"could not start the script: {exc}")
+        try:
+            if not run_as:
+                process.apply_limits(self.proc.pid, rlimits)
+        except OSError as exc:
+            process.kill_group(self.proc.pid)
+            self.proc.wait()
+            return self._start_failed(f"could not set the script's limits: {exc}")
         # Past 60 % of the lease without a renewed heartbeat the watchdog
         # stops the script, even when this process is frozen or stuck; it is
         # dead well before the reaper (at 100 %) may let a retry start.
@@ -195,9 +207,17 @@ class Supervisor:
     def _supervise(self) -> None:
         proc = self.proc
         flush_every = settings.LOG_FLUSH_SECONDS
-        next_flush = time.monotonic() + flush_every
+        # New output is stored this soon after the last write, so that a
+        # live tail shows a line within a fraction of a second; the
+        # heartbeat and the cancel check keep to flush_every.
+        output_gap = min(LIVE_OUTPUT_SECONDS, flush_every)
+        last_write = time.monotonic()
+        next_flush = last_write + flush_every
         while True:
-            timeout = max(0.0, next_flush - time.monotonic())
+            due = next_flush
+            if self.reader.pending_size:
+                due = min(due, last_write + output_gap)
+            timeout = max(0.0, due - time.monotonic())
             if self.reader.eof.is_set():
                 # The output is closed: the script is exiting; wait for that
                 # rather than for the next flush.
@@ -211,8 +231,14 @@ class Supervisor:
             if proc.poll() is not None:
                 break  # The rest of the output is stored with the end.
             now = time.monotonic()
-            if now >= next_flush or self.reader.pending_size:
+            pending = self.reader.pending_size
+            if (
+                now >= next_flush
+                or (pending and now >= last_write + output_gap)
+                or pending >= self.reader.max_pending // 4
+            ):
                 next_flush = now + flush_every
+                last_write = now
                 state = self._tick()
                 if state is not None:
                     self.outcome = state

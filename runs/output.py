@@ -57,9 +57,12 @@ class OutputReader(threading.Thread):
                         self.cond.wait(0.5)
                     if self.closed:
                         break
+                    # New output after a quiet spell wakes the supervisor
+                    # (a live tail waits for it), and so does a full buffer.
+                    wake = not self.pending or self.pending_size >= self.max_pending // 4
                     self.pending.append(chunk)
                     self.pending_size += len(chunk)
-                    if self.pending_size >= self.max_pending // 4:
+                    if wake:
                         self.wake.set()
         except (OSError, ValueError):
             pass  # The pipe was closed under us: the run is over.

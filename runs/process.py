@@ -3,12 +3,10 @@ session of its own, and stopping its whole process tree."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import resource
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -19,12 +17,6 @@ logger = logging.getLogger(__name__)
 
 # What a script may see of the service's own environment.
 BASE_ENV = ("PATH", "HOME", "LANG", "TZ")
-PR_SET_PDEATHSIG = 1
-
-try:
-    _libc = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
-except OSError:  # pragma: no cover - non-glibc Linux
-    _libc = None
 
 
 def script_env(
@@ -56,18 +48,30 @@ def command(script: Path, args: list[str]) -> list[str]:
     return [settings.SCRIPT_PYTHON, "-u", str(script), *[str(a) for a in args]]
 
 
-def child_setup(rlimits: list[tuple[int, int, int]]):
-    """What runs in the child between fork and exec: die with the supervisor,
-    and take the run's rlimits. Only async-signal-safe-ish calls here (no
-    logging, no locks): other threads of the supervisor may hold them."""
-    parent = os.getpid()
+def apply_limits(pid: int, rlimits: list[tuple[int, int, int]]) -> None:
+    """Give a just-started script the run's rlimits (prlimit(2)).
+
+    Not in a preexec_fn between fork and exec: running Python in the forked
+    child costs tens of milliseconds per run (the worker's memory is copied
+    page by page as the child touches it), and without it the script is
+    spawned with vfork. Popen returns once the script has exec'd, before its
+    interpreter has done anything, so the limits hold from its first line.
+    A supervisor that dies is covered by the watchdog (runs.watchdog), which
+    stops the scripts it guards as soon as its pipe closes."""
+    for which, soft, hard in rlimits:
+        try:
+            resource.prlimit(pid, which, (soft, hard))
+        except ProcessLookupError:
+            return  # It has already ended.
+
+
+def limits_in_child(rlimits: list[tuple[int, int, int]]):
+    """A preexec_fn that sets the rlimits in the child, for a script that runs
+    as another user: prlimit(2) on another user's process needs
+    CAP_SYS_RESOURCE, which a container's root may not have. (Dropping to
+    another user forks rather than vforks anyway.)"""
 
     def setup() -> None:
-        if _libc is not None:
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            # The supervisor may have died before prctl took effect.
-            if os.getppid() != parent:
-                os._exit(137)
         for which, soft, hard in rlimits:
             resource.setrlimit(which, (soft, hard))
 

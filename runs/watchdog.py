@@ -10,8 +10,7 @@ session of its own, so it keeps its clock when the worker stops: past
 ``fence`` seconds after the last renewed heartbeat it stops the script
 (SIGTERM, ``grace``, SIGKILL) — before the lease expires and any reaper may
 act. When the supervisor dies, its pipe closes and the watchdog stops the
-scripts it guards at once (PR_SET_PDEATHSIG does that too, but not for a
-frozen one).
+scripts it guards at once.
 
 One watchdog process serves every run of a worker process, one after the
 other (or several at once in one process): starting a Python interpreter
