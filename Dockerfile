@@ -14,6 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # tini as PID 1 reaps the orphans a script may leave and passes SIGTERM to
 # the main process only: django-q2 drains on it, and a signal to the whole
 # group would kill the running scripts at once.
+# Not pinned: each rebuild should bring Debian's security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \

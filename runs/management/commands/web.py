@@ -33,7 +33,9 @@ class Command(BaseCommand):
             "--no-setup", action="store_true", help="Skip migrate, admin user and sync_tasks."
         )
 
-    def handle(self, *args: Any, bind: str | None, wait: float, no_setup: bool, **options: Any):
+    def handle(
+        self, *args: Any, bind: str | None, wait: float, no_setup: bool, **options: Any
+    ) -> None:
         if not no_setup:
             startup.wait_for_database(wait)
             startup.migrate()
