@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import secrets
 import shutil
 import signal
@@ -268,6 +269,26 @@ def test_collectstatic_writes_a_manifest_with_hashed_compressed_files(static_roo
     assert hashed != "admin/css/base.css"
     assert (static_root / hashed).is_file()
     assert (static_root / f"{hashed}.gz").is_file()
+
+
+def test_gunicorn_settings_come_from_the_environment(monkeypatch):
+    config = str(ROOT / "taskrun" / "gunicorn.conf.py")
+    for name, value in {
+        "HOST": "127.0.0.2", "PORT": "9001", "WEB_WORKERS": "3", "WEB_THREADS": "6",
+        "WEB_TIMEOUT": "90", "WEB_GRACEFUL_TIMEOUT": "25", "WEB_MAX_REQUESTS": "500",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    conf = runpy.run_path(config)
+    assert conf["bind"] == "127.0.0.2:9001"
+    assert (conf["workers"], conf["threads"], conf["worker_class"]) == (3, 6, "gthread")
+    assert (conf["timeout"], conf["graceful_timeout"]) == (90, 25)
+    assert (conf["max_requests"], conf["max_requests_jitter"]) == (500, 50)
+    assert conf["accesslog"] == "-" and conf["errorlog"] == "-"
+    assert conf["wsgi_app"] == "taskrun.wsgi:application"
+
+    monkeypatch.setenv("WEB_WORKERS", "many")
+    with pytest.raises(SystemExit, match="^taskrun: WEB_WORKERS must be a whole number"):
+        runpy.run_path(config)
 
 
 # -- the entry point's web and worker -------------------------------------------
