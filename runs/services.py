@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -446,10 +446,13 @@ def claim_run(run_id: int, worker: str) -> Run | None:
     to another run of its task (it is then marked skipped)."""
     try:
         with transaction.atomic():
-            run = Run.objects.select_related("task").filter(pk=run_id).first()
-            if run is None or run.status != S.QUEUED:
+            row = Run.objects.filter(pk=run_id).values_list("task_id", "status").first()
+            if row is None or row[1] != S.QUEUED:
                 return None
-            Task.objects.select_for_update().filter(pk=run.task_id).first()
+            if connection.features.has_select_for_update:
+                # The task first, as start_run locks it (on SQLite the
+                # IMMEDIATE transaction already holds the one write lock).
+                Task.objects.select_for_update().filter(pk=row[0]).values_list("pk").first()
             run = Run.objects.select_for_update().select_related("task").get(pk=run_id)
             if run.status != S.QUEUED:
                 return None
@@ -458,17 +461,18 @@ def claim_run(run_id: int, worker: str) -> Run | None:
             )
             if other is None:
                 now = timezone.now()
+                claimed = {"started_at": now, "heartbeat_at": now, "worker": worker}
                 if transition(
                     run_id,
                     to=S.RUNNING,
                     allowed_from=[S.QUEUED],
                     actor=worker,
                     reason=f"claimed by {worker}",
-                    started_at=now,
-                    heartbeat_at=now,
-                    worker=worker,
+                    **claimed,
                 ):
-                    run.refresh_from_db()
+                    run.status = S.RUNNING
+                    for name, value in claimed.items():
+                        setattr(run, name, value)
                     return run
                 return None
     except IntegrityError:
