@@ -142,10 +142,18 @@ def write_doc(rows: list[dict], failed: bool) -> None:
         "(tests/settings.py: PROCESS_CHECK_INTERVAL 1 s, LEASE_SECONDS 3 s)."
         + (" **Some scenarios failed in this run.**" if failed else ""),
         "",
+        "Kills: the faults injected. Overlaps: a probe found its task's lock taken. "
+        "Orphans: script processes alive after the scenario. Lost: runs the reaper "
+        "ended. Time to recover: from the fault to the run being reaped (a frozen or "
+        "cut-off worker), from the service's return to new runs succeeding (database, "
+        "broker), or from the end of the load to every run final (soak).",
+        "",
         "| scenario | promise | how it is tested | runs | kills | overlaps | orphans "
         "| lost | time to recover | other figures |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    order = list(SCENARIOS)
+    rows.sort(key=lambda r: order.index(r["scenario"]) if r["scenario"] in order else len(order))
     seen = set()
     for row in rows:
         name = row.pop("scenario")

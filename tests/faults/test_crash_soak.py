@@ -21,7 +21,12 @@ from runs.models import Run, Task
 from tests.conftest import wait_for
 from tests.faults.conftest import describe, orphans, probe_script, record_figures, scaled
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.faults]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.faults,
+    pytest.mark.timeout(scaled(300, 1200)),
+]
 S = Run.Status
 
 # (args for the probe: seconds, exit code), weight
