@@ -49,11 +49,22 @@ def run_ended(run: Run, *, final: bool) -> None:
     """After a run's end (not skipped or cancelled ones)."""
     if run.status == S.SUCCEEDED or run.status in FAILURES:
         check_slow_run(run)
-    if not final:
+    if not final or not _anyone_listens(run.task):
         return
     event = outcome_event(run)
     if event is not None:
         notify(run.task, event, run=run, message=describe(run, event))
+
+
+def _anyone_listens(task: Task) -> bool:
+    """Whether an outcome of ``task`` could be sent anywhere: most tasks have
+    no recipient and no webhook, and their runs need not work out whether
+    they ended a failure streak."""
+    if recipients(task) and (
+        task.email_on_failure or task.email_on_success or task.email_on_recovery
+    ):
+        return True
+    return task.webhooks.filter(enabled=True).exists()
 
 
 def outcome_event(run: Run) -> str | None:

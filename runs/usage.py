@@ -116,7 +116,10 @@ class RunUsage:
 
     def _tree(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}
-        if self.root is not None:
+        # Once the script has been reaped (the run's last measure), only the
+        # processes already seen are left to read: children() would scan
+        # every process of the host for nothing.
+        if self.root is not None and self.root.is_running():
             try:
                 found[self.root.pid] = self.root
                 for child in self.root.children(recursive=True):
