@@ -16,10 +16,11 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+# (SQL below doubles % for the driver's placeholders.)
 # One run in twenty failed, one in fifty timed out, a few cancelled.
 STATES_SQL = (
-    "CASE WHEN {i} % 20 = 0 THEN 'failed' WHEN {i} % 50 = 1 THEN 'timed_out' "
-    "WHEN {i} % 97 = 2 THEN 'cancelled' ELSE 'succeeded' END"
+    "CASE WHEN {i} %% 20 = 0 THEN 'failed' WHEN {i} %% 50 = 1 THEN 'timed_out' "
+    "WHEN {i} %% 97 = 2 THEN 'cancelled' ELSE 'succeeded' END"
 )
 
 
@@ -56,12 +57,12 @@ def generate(
         t = f"({start.timestamp()!r} + {offset_sql})"
         if vendor == "postgresql":
             return f"to_timestamp({t})"
-        return f"strftime('%Y-%m-%d %H:%M:%f', {t}, 'unixepoch')"
+        return f"strftime('%%Y-%%m-%%d %%H:%%M:%%f', {t}, 'unixepoch')"
 
     queued = f"(i * {step!r})"
-    duration = "(1 + i % 37)"
+    duration = "(1 + i %% 37)"
     task_pick = (
-        f"CASE i % {len(ids)} "
+        f"CASE i %% {len(ids)} "
         + " ".join(f"WHEN {n} THEN {pk}" for n, pk in enumerate(ids))
         + " END"
     )
@@ -69,7 +70,7 @@ def generate(
     computed = {
         "task": task_pick,
         "status": state,
-        "trigger": "CASE WHEN i % 3 = 0 THEN 'manual' ELSE 'schedule' END",
+        "trigger": "CASE WHEN i %% 3 = 0 THEN 'manual' ELSE 'schedule' END",
         "reason": f"CASE {state} WHEN 'failed' THEN 'exit code 1' WHEN 'timed_out' "
         "THEN 'timed out after 30 s' WHEN 'cancelled' THEN 'cancelled by admin' ELSE '' END",
         "exit_code": f"CASE {state} WHEN 'succeeded' THEN 0 WHEN 'failed' THEN 1 ELSE -15 END",
@@ -79,10 +80,10 @@ def generate(
         "heartbeat_at": at(f"{queued} + 0.05 + {duration}"),
         "dispatched_at": at(queued),
         "scheduled_for": at(queued),
-        "log_size": "(i % 5000)",
+        "log_size": "(i %% 5000)",
         "worker": "'bench-host:1'",
         "cpu_seconds": f"({duration} * 0.01)",
-        "peak_rss": "(8000000 + i % 1000)",
+        "peak_rss": "(8000000 + i %% 1000)",
     }
     columns, values, params = [], [], []
     for f in fields:
