@@ -255,6 +255,11 @@ def test_compose_has_postgres_web_scalable_workers_optional_redis_and_drain_time
         drain = float(compose_default(env["DRAIN_SECONDS"]))
         kill_grace = float(compose_default(env["KILL_GRACE_SECONDS"]))
         assert seconds(service["stop_grace_period"]) > drain + kill_grace
+        # Settings come from .env (if there is one); the container's own
+        # places do not, since a .env written for `make run` names others.
+        assert {"path": ".env", "required": False} in service["env_file"]
+        assert (env["HOST"], env["PORT"]) == ("0.0.0.0", "8000")
+        assert (env["DATA_DIR"], env["TASKS_DIR"]) == ("/app/var", "/app/tasks")
     # One tasks volume for every container, and a named (not host) one.
     assert "tasks:/app/tasks" in web["volumes"] and "tasks:/app/tasks" in worker["volumes"]
     assert "tasks" in compose["volumes"]
