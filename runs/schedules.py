@@ -247,7 +247,10 @@ def parse_start_time(*, delay: Any = None, at: Any = None) -> datetime | None:
             raise ValidationError(f"delay must be between 0 and {MAX_DELAY} seconds.")
         return now + timedelta(seconds=seconds) if seconds else None
     if at is not None:
-        moment = parse_datetime(at) if isinstance(at, str) else None
+        try:
+            moment = parse_datetime(at) if isinstance(at, str) else None
+        except ValueError:  # Well formed, but no such time: 2030-02-31T08:00.
+            moment = None
         if moment is None:
             raise ValidationError(
                 f"at must be an ISO 8601 time like 2030-01-31T08:00:00+00:00, not {at!r}."
