@@ -91,11 +91,21 @@ def stop_group(pgid: int, grace: float, reap=None) -> None:
         if not group_alive(pgid):
             return
         time.sleep(0.05)
-    _signal_group(pgid, signal.SIGKILL)
+    kill_group(pgid, reap=reap)
 
 
-def kill_group(pgid: int) -> None:
-    _signal_group(pgid, signal.SIGKILL)
+def kill_group(pgid: int, reap=None, wait: float = 2.0) -> None:
+    """SIGKILL to the group, then wait (a little) until it is gone: a run is
+    only recorded as ended once none of its processes is left."""
+    if not _signal_group(pgid, signal.SIGKILL):
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.02)
 
 
 def group_alive(pgid: int) -> bool:
