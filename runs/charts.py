@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count
-from django.db.models.functions import TruncHour
+from django.db.models.functions import Lower, TruncHour
 from django.utils import timezone
 
 from runs.models import Run
@@ -41,6 +41,13 @@ CHART_HEIGHT = 120
 CHART_BAR = 24  # width of one hour, including the gap
 
 
+# Group runs by this, not by the bare column: to skip a sort, SQLite would
+# walk the whole (status, -id) index rather than the few rows of a time range
+# (it keeps no statistics on ranges), seconds with a million runs. Over an
+# expression it takes the queued_at range. States are lower case already.
+STATUS_GROUP = Lower("status")
+
+
 def hourly_chart(now: datetime, hours: int = 24) -> dict[str, Any]:
     """Runs per hour over the last ``hours`` hours, stacked by outcome."""
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
@@ -49,8 +56,8 @@ def hourly_chart(now: datetime, hours: int = 24) -> dict[str, Any]:
         Run.objects.filter(queued_at__gte=start)
         # Hours of UTC, like the slots below, whatever TIME_ZONE is (some
         # zones are off UTC by half an hour); labels show local time.
-        .annotate(hour=TruncHour("queued_at", tzinfo=UTC))
-        .values_list("hour", "status")
+        .annotate(hour=TruncHour("queued_at", tzinfo=UTC), state=STATUS_GROUP)
+        .values_list("hour", "state")
         .annotate(n=Count("id"))
         .order_by()
     )

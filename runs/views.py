@@ -26,8 +26,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from runs import services
-from runs.charts import FAILED_STATES, hourly_chart, sparkline
+from runs import chains, schedules, services
+from runs.charts import FAILED_STATES, STATUS_GROUP, hourly_chart, sparkline
 from runs.forms import RunFilterForm, RunTaskForm
 from runs.models import LogChunk, Run, Task
 from runs.parameters import read_parameters
@@ -94,7 +94,8 @@ def _dashboard_context() -> dict[str, Any]:
     )[:10]
     counts = dict(
         Run.objects.filter(queued_at__gte=now - timedelta(hours=24))
-        .values_list("status")
+        .annotate(state=STATUS_GROUP)
+        .values_list("state")
         .annotate(n=Count("id"))
         .order_by()
     )
