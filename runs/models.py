@@ -283,6 +283,10 @@ class Run(models.Model):
             models.Index(fields=["task", "-id"], name="run_task_recent"),
             models.Index(fields=["status", "-id"], name="run_status_recent"),
             models.Index(fields=["-queued_at"], name="run_queued_at"),
+            # The live runs of a task (overlap policy, dispatch, the task
+            # page) without walking its history. Not a partial index: SQLite
+            # cannot match its condition against a query's bound parameters.
+            models.Index(fields=["task", "status"], name="run_task_status"),
         ]
 
     def __str__(self) -> str:
