@@ -265,6 +265,8 @@ def p3_log_capture(scale: Scale, results: Results, taskrun: Taskrun, tmp: Path) 
         )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         assert figures["outcome"] == "succeeded", figures
+        # Every line reached the log, not just the end of it.
+        assert figures["log_size"] == sum(len(f"line {i}\n") for i in range(lines)), figures
         taskrun.agent("clean")
         return figures
 
