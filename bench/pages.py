@@ -30,7 +30,8 @@ def _env(folder: Path, url: str) -> dict[str, str]:
     return env
 
 
-def prepare(folder: Path, url: str, runs: int) -> None:
+def prepare(folder: Path, url: str, runs: int) -> float:
+    """Migrate a fresh database and fill it; returns the generator's seconds."""
     (folder / "tasks").mkdir(parents=True, exist_ok=True)
     if url:
         from bench.setups import reset_postgres
@@ -46,13 +47,15 @@ def prepare(folder: Path, url: str, runs: int) -> None:
         env=env,
         check=True,
     )
-    subprocess.run(
+    out = subprocess.run(
         [sys.executable, "-m", "bench.pages", "prepare", str(runs)],
         cwd=ROOT,
         env=env,
         check=True,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def measure(folder: Path, url: str, requests: int) -> dict[str, float]:
@@ -122,7 +125,9 @@ def main() -> None:
         from bench import bulk
 
         get_user_model().objects.create_superuser("bench", "", "bench-password-1")
+        started = time.perf_counter()
         bulk.generate(number)
+        print(json.dumps({"seconds": time.perf_counter() - started}))
     else:
         print(json.dumps(_measure(number)))
 

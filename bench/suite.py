@@ -361,10 +361,9 @@ def p5_pages(scale: Scale, results: Results, base: Path) -> None:
         databases.append(("postgres", PG_BASE + "_pages"))
     for engine, url in databases:
         for size in (scale.pages_small, scale.pages_large):
-            t0 = time.perf_counter()
-            pages.prepare(base / f"pages-{engine}-{size}", url and f"{url}_{size}", size)
-            log(f"P5 {engine}: {size:,} runs generated in {time.perf_counter() - t0:.1f} s")
-            results.add("P5 generator", f"{engine}, {size:,} runs", time.perf_counter() - t0, "s")
+            seconds = pages.prepare(base / f"pages-{engine}-{size}", url and f"{url}_{size}", size)
+            log(f"P5 {engine}: {size:,} runs generated in {seconds:.1f} s")
+            results.add("P5 generator", f"{engine}, {size:,} runs", seconds, "s")
     for rep in range(scale.reps):
         for engine, url in databases:
             figures = {}
