@@ -9,7 +9,10 @@ import shlex
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
 
+from runs import schedules
 from runs.models import Run, Task
 from runs.parameters import Param, ParamError, ParameterSpec, params_to_argv
 
@@ -91,6 +94,33 @@ class RunTaskForm(forms.Form):
         ),
         help_text="A JSON object; the script finds its path in TASKRUN_CONFIG.",
     )
+    START_NOW = "now"
+    START_DELAY = "delay"
+    START_AT = "at"
+
+    start = forms.ChoiceField(
+        label="Start",
+        choices=[(START_NOW, "now"), (START_DELAY, "after a delay of"), (START_AT, "at")],
+        initial=START_NOW,
+        required=False,
+        widget=forms.RadioSelect,
+    )
+    # Text, not number or date fields: schedules.parse_start_time checks
+    # them, as it does for the API and run_task, so all three say the same.
+    delay = forms.CharField(
+        label="Delay",
+        required=False,
+        max_length=40,
+        widget=forms.TextInput(
+            attrs={"inputmode": "decimal", "size": 8, "aria-label": "delay in seconds"}
+        ),
+    )
+    at = forms.CharField(
+        label="Time",
+        required=False,
+        max_length=40,
+        widget=forms.TextInput(attrs={"type": "datetime-local", "aria-label": "start time"}),
+    )
 
     def __init__(
         self, *args: Any, spec: ParameterSpec | None = None, task: Task | None = None, **kwargs: Any
@@ -116,6 +146,11 @@ class RunTaskForm(forms.Form):
             else:
                 form.initial = {"args": "\n".join(args), "args_style": cls.ARGS_LINES}
         return form
+
+    @property
+    def time_zone(self) -> str:
+        """The zone an "at" time without an offset is read in."""
+        return settings.TIME_ZONE
 
     def param_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if name.startswith("p_")]
@@ -174,8 +209,27 @@ class RunTaskForm(forms.Form):
                 params[param.name] = value
         return params
 
+    def _clean_start(self, data: dict[str, Any]) -> None:
+        """``not_before`` from the start choice: None to start now."""
+        data["not_before"] = None
+        start = data.get("start") or self.START_NOW
+        if start == self.START_NOW:
+            return
+        field = start  # the delay or at field, which holds the value
+        value = (data.get(field) or "").strip()
+        if not value:
+            self.add_error(
+                field, "Give the delay in seconds." if field == "delay" else "Give the time."
+            )
+            return
+        try:
+            data["not_before"] = schedules.parse_start_time(**{field: value})
+        except ValidationError as exc:
+            self.add_error(field, exc.messages)
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        self._clean_start(data)
         text = data.get("args")
         style = data.get("args_style")
         if text is None or style is None:
@@ -219,6 +273,7 @@ class RunTaskForm(forms.Form):
             "args": self.cleaned_data["arg_list"],
             "env": self.cleaned_data["env"],
             "config": self.cleaned_data["config"],
+            "not_before": self.cleaned_data["not_before"],
         }
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Min, QuerySet, prefetch_related_objects
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -124,9 +124,30 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 # --- tasks -------------------------------------------------------------------
 
 
+def _next_runs(tasks: list[Task]) -> dict[int, datetime | None]:
+    """When each task runs next, as schedules.next_run_at says, without a
+    query per task: the caller prefetched the schedules, and the delayed runs
+    come from one range of the (status, -id) index, where a query per task
+    could walk that task's whole history."""
+    delayed = dict(
+        Run.objects.filter(status=S.QUEUED, not_before__isnull=False)
+        .values_list("task_id")
+        .annotate(t=Min("not_before"))
+        .order_by()
+    )
+    nexts: dict[int, datetime | None] = {}
+    for task in tasks:
+        times = [ts.next_run_at for ts in schedules.task_schedules(task) if ts.enabled]
+        times = [t for t in [*times, delayed.get(task.pk)] if t is not None]
+        nexts[task.pk] = min(times) if task.enabled and times else None
+    return nexts
+
+
 def _task_rows() -> list[dict[str, Any]]:
     rows = []
-    for task in Task.objects.order_by("name"):
+    tasks = list(Task.objects.order_by("name").prefetch_related("schedules__job"))
+    nexts = _next_runs(tasks)
+    for task in tasks:
         # One short index range per task (task, -id): cheap however long the
         # history is, unlike a window over the whole run table.
         recent = list(task.runs.select_related("task").order_by("-id")[:SPARK_RUNS])
@@ -136,6 +157,7 @@ def _task_rows() -> list[dict[str, Any]]:
                 "last": recent[0] if recent else None,
                 "live": any(_moving(run) for run in recent),
                 "spark": sparkline(recent),
+                "next_run_at": nexts[task.pk],
             }
         )
     return rows
@@ -180,8 +202,35 @@ def task_detail(request: HttpRequest, name: str, form: RunTaskForm | None = None
         revisions=revision_history(task),
         form=form or RunTaskForm.for_task(task, spec),
         active=task.active_run(),
+        **_automation(task),
     )
     return render(request, "runs/task_detail.html", context, status=400 if form else 200)
+
+
+def _automation(task: Task) -> dict[str, Any]:
+    """What starts the task without a click, and whom its runs tell."""
+    # Both calls below then read the schedules from this cache.
+    prefetch_related_objects([task], "schedules__job")
+    return {
+        "schedules": schedules.task_schedules(task),
+        "next_run_at": schedules.next_run_at(task),
+        "retry_on": [S(value).label.lower() for value in task.retry_on if value in S.values],
+        "downstream_links": list(task.downstream_links.select_related("downstream")),
+        "upstream_links": list(task.upstream_links.select_related("upstream")),
+        # The secret stays in the admin: only what the page shows is read.
+        "webhooks": list(
+            task.webhooks.only(
+                "id",
+                "task_id",
+                "url",
+                "enabled",
+                "on_failure",
+                "on_success",
+                "on_recovery",
+                "on_alert",
+            )
+        ),
+    }
 
 
 @login_required
@@ -209,7 +258,11 @@ def _start(request: HttpRequest, task: Task, **kwargs: Any) -> HttpResponse:
         if exc.run is not None:
             return redirect("runs:detail", exc.run.pk)
         return redirect("runs:task", task.name)
-    messages.success(request, f"Run #{run.pk} of {task.name} is queued.")
+    if run.not_before is not None:
+        when = timezone.localtime(run.not_before).strftime("%Y-%m-%d %H:%M:%S %Z")
+        messages.success(request, f"Run #{run.pk} of {task.name} waits until {when}.")
+    else:
+        messages.success(request, f"Run #{run.pk} of {task.name} is queued.")
     return redirect("runs:detail", run.pk)
 
 
@@ -273,7 +326,14 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def _get_run(run_id: int) -> Run:
     return get_object_or_404(
         Run.objects.select_related(
-            "task", "triggered_by", "revision", "revision__author", "schedule", "schedule__task"
+            "task",
+            "triggered_by",
+            "revision",
+            "revision__author",
+            "schedule",
+            "schedule__task",
+            "upstream",
+            "upstream__task",
         ),
         pk=run_id,
     )
@@ -310,12 +370,24 @@ def code_changes(run: Run) -> dict[str, Any]:
     return info
 
 
+def _wait_left(run: Run) -> timedelta | None:
+    """How long a delayed run still waits; None once its time has come (the
+    clock admits it on its next pass)."""
+    if run.status != S.QUEUED or run.not_before is None:
+        return None
+    left = run.not_before - timezone.now()
+    return left if left > timedelta(0) else None
+
+
 def _run_context(run: Run) -> dict[str, Any]:
+    attempts = chains.attempts(run)
     return {
         "run": run,
         "events": list(run.events.all()),
         "changes": code_changes(run),
-        "retried_as": Run.objects.filter(retry_of=run).only("id").first(),
+        # A run without retries is a chain of one: nothing to show.
+        "attempts": attempts if len(attempts) > 1 else [],
+        "wait_left": _wait_left(run),
         "downstream": list(run.downstream_runs.select_related("task").order_by("id")[:20]),
     }
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, User
 
-from runs.models import CodeRevision, Run, Task
+from runs.models import CodeRevision, Run, Task, TaskLink, TaskSchedule, Webhook
 from tests.conftest import OUTPUT_DIR, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -484,3 +484,33 @@ def test_a_long_log_shows_its_tail_and_loads_earlier_parts(new_page, viewer, mak
     shot(page, "run-long-log")
     download = page.locator("a[download]")
     assert download.get_attribute("href") == f"/runs/{run.pk}/log.txt"
+
+
+def test_start_a_delayed_run_from_the_task_page(new_page, admin_user, make_task):
+    task = make_task("later", 'print("later")\n', retry_count=2)
+    TaskSchedule.objects.create(task=task, cron="0 6 * * 1-5", timezone="Europe/Paris")
+    TaskLink.objects.create(upstream=task, downstream=make_task("report", 'print("r")\n'))
+    Webhook.objects.create(task=task, url="https://hooks.example.com/later")
+    page = new_page()
+    log_in(page, admin_user)
+    page.goto("/tasks/later/")
+    expect(page.locator("#schedules")).to_contain_text("0 6 * * 1-5")
+    expect(page.locator("#chain-links")).to_contain_text("report")
+    expect(page.locator("#webhooks")).to_contain_text("https://hooks.example.com/later")
+    expect(page.locator("input[name=start][value=now]")).to_be_checked()
+    # Typing a delay chooses "after a delay" (task.js); no cluster is needed,
+    # as a delayed run waits in the database until its time.
+    page.fill("#id_delay", "3600")
+    expect(page.locator("input[name=start][value=delay]")).to_be_checked()
+    shot(page, "task-delayed-start")
+    page.click("button[data-run-task=later]")
+    expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
+    run = Run.objects.get(task=task)
+    assert run.status == Run.Status.QUEUED and run.not_before is not None
+    expect(page.locator(".msg-success")).to_contain_text("waits until")
+    expect(page.locator("#waits-until")).to_contain_text("waits until")
+    expect(status_of(page)).to_have_attribute("data-status", "queued")
+    shot(page, "run-delayed")
+    page.goto("/tasks/")
+    expect(page.locator("tr[data-task=later]")).to_contain_text("waits until")
+    shot(page, "tasks-with-next-run")

@@ -5,17 +5,17 @@ list's filters and keyset pages, and the live log by byte offset."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
-from runs import scripts
-from runs.models import LogChunk, Run, RunEvent, Task
+from runs import schedules, scripts
+from runs.models import LogChunk, Run, RunEvent, Task, TaskLink, TaskSchedule, Webhook
 from runs.views import LOG_CATCH_UP_BYTES, LOG_LIVE_MAX_BYTES, LOG_TAIL_BYTES, RUNS_PAGE_SIZE
 
 pytestmark = pytest.mark.django_db
@@ -438,7 +438,7 @@ def test_a_run_delayed_until_later_keeps_no_page_polling_fast(viewer_client, tas
     for name in ["runs:dashboard", "runs:tasks", "runs:runs"]:
         assert viewer_client.get(reverse(name) + "?partial=1").json()["live"] is False, name
     page = viewer_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
-    assert 'data-waiting="1"' in page and "Waits until" in page
+    assert 'data-waiting="1"' in page and "waits until" in page
     data = viewer_client.get(reverse("runs:live", args=[run.pk])).json()
     assert data["active"] is True and data["waiting"] is True
 
@@ -672,3 +672,246 @@ def test_live_summary_has_the_buttons_for_an_operator(operator_client, task):
     data = operator_client.get(reverse("runs:live", args=[run.pk])).json()
     assert 'id="cancel-run"' in data["html"]["actions"]
     assert json.loads(json.dumps(data))["cancel_requested"] is False
+
+
+# --- delayed starts, schedules, retries and chains ---------------------------------
+
+
+def _local(moment: datetime, format: str = "Y-m-d H:i T") -> str:
+    """A time as the pages show it: in TIME_ZONE."""
+    return dateformat.format(timezone.localtime(moment), format)
+
+
+def start_post(**fields: str) -> dict[str, str]:
+    data = {"args": "", "args_style": "lines", "env": "", "config": "", "start": "now"}
+    data.update(fields)
+    return data
+
+
+def test_run_form_starts_a_run_after_a_delay(operator_client, task):
+    before = timezone.now()
+    response = operator_client.post(
+        reverse("runs:run_task", args=[task.name]),
+        start_post(start="delay", delay="90"),
+        follow=True,
+    )
+    after = timezone.now()
+    run = Run.objects.get()
+    assert run.status == S.QUEUED and run.dispatched_at is None
+    assert before + timedelta(seconds=90) <= run.not_before <= after + timedelta(seconds=90)
+    assert run.scheduled_for == run.not_before
+    page = response.content.decode()
+    assert response.redirect_chain[-1][0] == reverse("runs:detail", args=[run.pk])
+    assert f"Run #{run.pk} of hello waits until" in page
+    assert 'id="waits-until"' in page
+    assert "waits until " + _local(run.not_before, "Y-m-d H:i:s T") in page
+
+
+def test_a_delay_of_zero_starts_now(operator_client, task):
+    operator_client.post(
+        reverse("runs:run_task", args=[task.name]), start_post(start="delay", delay="0")
+    )
+    run = Run.objects.get()
+    assert run.not_before is None and run.dispatched_at is not None
+
+
+def test_run_form_starts_a_run_at_a_time_read_in_the_server_zone(settings, operator_client, task):
+    settings.TIME_ZONE = "Asia/Kolkata"  # UTC+05:30, no daylight saving
+    page = operator_client.get(reverse("runs:task", args=[task.name])).content.decode()
+    assert 'type="datetime-local"' in page and "Asia/Kolkata" in page
+    local = timezone.localtime(timezone.now() + timedelta(days=2)).replace(second=0, microsecond=0)
+    operator_client.post(
+        reverse("runs:run_task", args=[task.name]),
+        start_post(start="at", at=local.strftime("%Y-%m-%dT%H:%M")),
+    )
+    run = Run.objects.get()
+    # Read in UTC, it would be 5 h 30 m off.
+    assert run.not_before == local
+    # What the page shows is in that zone too.
+    page = operator_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert f"waits until {local:%Y-%m-%d %H:%M:00} IST" in page
+
+
+def _past() -> str:
+    return timezone.localtime(timezone.now() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+
+
+@pytest.mark.parametrize(
+    "fields, field, message",
+    [
+        ({"start": "delay", "delay": "soon"}, "delay", "delay must be a number of seconds"),
+        ({"start": "delay", "delay": "-5"}, "delay", "delay must be between 0 and"),
+        ({"start": "delay", "delay": "99999999"}, "delay", "delay must be between 0 and"),
+        ({"start": "delay", "delay": ""}, "delay", "Give the delay in seconds."),
+        ({"start": "at", "at": ""}, "at", "Give the time."),
+        ({"start": "at", "at": "tomorrow"}, "at", "at must be an ISO 8601 time"),
+        ({"start": "at", "at": "2030-02-31T08:00"}, "at", "at must be an ISO 8601 time"),
+        ({"start": "at", "at": _past}, "at", "is in the past"),
+        ({"start": "later"}, "start", "Select a valid choice"),
+    ],
+)
+def test_a_bad_delay_or_time_is_refused_on_its_field_and_queues_nothing(
+    operator_client, task, fields, field, message
+):
+    fields = {k: v() if callable(v) else v for k, v in fields.items()}
+    response = operator_client.post(
+        reverse("runs:run_task", args=[task.name]), start_post(**fields)
+    )
+    assert response.status_code == 400
+    assert any(message in error for error in response.context["form"].errors[field])
+    page = response.content.decode()
+    assert message in page and "The run was not started" in page
+    # What was typed stays in the form.
+    if field != "start" and fields[field]:
+        assert f'value="{fields[field]}"' in page
+    assert Run.objects.count() == 0
+
+
+def test_the_lists_show_when_a_delayed_run_waits_until(viewer_client, task):
+    later = timezone.now() + timedelta(hours=3)
+    run = Run.objects.create(task=task, status=S.QUEUED, not_before=later, scheduled_for=later)
+    shown = "waits until " + dateformat.format(timezone.localtime(later), "Y-m-d H:i")
+    for name in ["runs:dashboard", "runs:tasks", "runs:runs"]:
+        assert shown in viewer_client.get(reverse(name)).content.decode(), name
+    assert shown in viewer_client.get(reverse("runs:task", args=[task.name])).content.decode()
+    # Once the clock admitted it, it no longer waits.
+    Run.objects.filter(pk=run.pk).update(not_before=None, dispatched_at=timezone.now())
+    assert "waits until" not in viewer_client.get(reverse("runs:runs")).content.decode()
+
+
+def test_task_page_shows_schedules_overlap_retries_links_and_webhooks(
+    client, viewer_client, django_user_model, make_task, task
+):
+    daily = TaskSchedule.objects.create(task=task, cron="30 6 * * *", timezone="Europe/Paris")
+    TaskSchedule.objects.create(task=task, cron="*/5 * * * *", enabled=False)
+    Task.objects.filter(pk=task.pk).update(
+        overlap=Task.Overlap.QUEUE,
+        max_queued=3,
+        retry_count=2,
+        retry_on=["failed", "timed_out"],
+        retry_delay=30,
+        retry_backoff=2,
+        retry_max_delay=600,
+    )
+    report = make_task("report", HELLO)
+    fetch = make_task("fetch", HELLO)
+    TaskLink.objects.create(upstream=task, downstream=report, on=TaskLink.On.SUCCESS)
+    TaskLink.objects.create(upstream=fetch, downstream=task, on=TaskLink.On.ANY)
+    hook = Webhook.objects.create(
+        task=task, url="https://hooks.example.com/taskrun", on_success=True
+    )
+
+    daily.refresh_from_db()
+    assert daily.next_run_at is not None  # its django-q2 row exists
+    page = viewer_client.get(reverse("runs:task", args=[task.name])).content.decode()
+    assert "<code>30 6 * * *</code>" in page and "Europe/Paris" in page
+    assert "<code>*/5 * * * *</code>" in page and '<span class="tag">off</span>' in page
+    assert _local(daily.next_run_at) in page
+    assert "(06:30 there)" in page  # and in the schedule's own zone
+    assert "queue: the new run waits for the running one, at most 3 waiting" in page
+    assert "up to <strong>2</strong> on failed, timed out; the first after 30.0 s" in page
+    assert "×2, at most 10 m 00 s" in page
+    assert f'href="{reverse("runs:task", args=["report"])}">report</a>' in page
+    assert f'href="{reverse("runs:task", args=["fetch"])}">fetch</a>' in page
+    assert "https://hooks.example.com/taskrun" in page and hook.secret not in page
+    # The next run is the earliest of the enabled schedules.
+    assert '<div id="next-run"><dt>Next run</dt><dd><span title="' in page
+    assert _local(schedules.next_run_at(task)) in page
+    # A viewer may not edit: no admin links.
+    assert "/admin/" not in page
+
+    admin = django_user_model.objects.create_superuser("root", password="pw")
+    client.force_login(admin)
+    page = client.get(reverse("runs:task", args=[task.name])).content.decode()
+    change = reverse("admin:runs_task_change", args=[task.pk])
+    admin_page = client.get(change).content.decode()
+    for group in ("schedules-group", "downstream_links-group", "webhooks-group"):
+        assert f'href="{change}#{group}"' in page
+        assert f'id="{group}"' in admin_page  # the anchor leads somewhere
+
+
+def test_a_paused_task_has_no_next_run(viewer_client, task):
+    TaskSchedule.objects.create(task=task, cron="0 * * * *")
+    task.enabled = False
+    task.save()
+    page = viewer_client.get(reverse("runs:task", args=[task.name])).content.decode()
+    assert "none while paused" in page and "its schedules do not fire" in page
+    assert viewer_client.get(reverse("runs:tasks")).context["rows"][0]["next_run_at"] is None
+
+
+def test_task_list_shows_each_tasks_next_run_without_a_query_per_task(viewer_client, make_task):
+    soon = timezone.now() + timedelta(minutes=3)
+    hourly = make_task("hourly", HELLO)
+    TaskSchedule.objects.create(task=hourly, cron="0 * * * *")
+    delayed = make_task("delayed", HELLO)
+    TaskSchedule.objects.create(task=delayed, cron="0 0 1 1 *")
+    Run.objects.create(task=delayed, status=S.QUEUED, not_before=soon)
+    make_task("manual", HELLO)
+    url = reverse("runs:tasks")
+    response = viewer_client.get(url)
+    rows = {row["task"].name: row["next_run_at"] for row in response.context["rows"]}
+    assert rows == {
+        "delayed": soon,
+        "hourly": schedules.next_run_at(hourly),
+        "manual": None,
+    }
+    page = response.content.decode()
+    assert dateformat.format(timezone.localtime(soon), "Y-m-d H:i") in page
+
+    # Two more tasks cost only their recent runs (the spark line): the next
+    # run times come from queries for the whole list.
+    with CaptureQueriesContext(connection) as three:
+        viewer_client.get(url)
+    for name in ("more1", "more2"):
+        TaskSchedule.objects.create(task=make_task(name, HELLO), cron="0 * * * *")
+    with CaptureQueriesContext(connection) as five:
+        viewer_client.get(url)
+    assert len(five) == len(three) + 2
+
+
+def test_run_page_shows_the_attempt_chain(viewer_client, task):
+    later = timezone.now() + timedelta(minutes=10)
+    first = Run.objects.create(task=task, status=S.FAILED, attempt=1)
+    second = Run.objects.create(task=task, status=S.TIMED_OUT, attempt=2, retry_of=first)
+    third = Run.objects.create(
+        task=task, status=S.QUEUED, attempt=3, retry_of=second, not_before=later
+    )
+    response = viewer_client.get(reverse("runs:detail", args=[second.pk]))
+    assert [run.pk for run in response.context["attempts"]] == [first.pk, second.pk, third.pk]
+    page = response.content.decode()
+    chain = page[page.index('id="attempts"') : page.index("</ol>", page.index('id="attempts"'))]
+    links = [f'href="/runs/{run.pk}/"' for run in (first, second, third)]
+    assert chain.index(links[0]) < chain.index(links[1]) < chain.index(links[2])
+    for status in ("failed", "timed_out", "queued"):
+        assert f'data-status="{status}"' in chain
+    assert chain.count('aria-current="page"') == 1
+    assert chain.index('aria-current="page"') < chain.index(links[1]) < chain.index(links[2])
+    assert "waits until" in chain
+    # The live endpoint's summary carries it too, so a new attempt appears.
+    data = viewer_client.get(reverse("runs:live", args=[first.pk])).json()
+    assert 'id="attempts"' in data["html"]["summary"] and links[2] in data["html"]["summary"]
+
+    alone = Run.objects.create(task=task, status=S.FAILED)
+    assert (
+        'id="attempts"'
+        not in viewer_client.get(reverse("runs:detail", args=[alone.pk])).content.decode()
+    )
+
+
+def test_run_page_shows_the_upstream_run_and_the_downstream_runs(viewer_client, make_task, task):
+    report = make_task("report", HELLO)
+    up = Run.objects.create(task=task, status=S.SUCCEEDED, exit_code=0)
+    down = Run.objects.create(
+        task=report, status=S.RUNNING, trigger=Run.Trigger.UPSTREAM, upstream=up
+    )
+    page = viewer_client.get(reverse("runs:detail", args=[up.pk])).content.decode()
+    block = page[page.index('id="downstream-runs"') :]
+    assert f'<a href="/runs/{down.pk}/">report #{down.pk}</a>' in block
+    assert 'data-status="running"' in block[: block.index("</div>")]
+    assert 'id="upstream-run"' not in page
+
+    page = viewer_client.get(reverse("runs:detail", args=[down.pk])).content.decode()
+    block = page[page.index('id="upstream-run"') :]
+    assert f'<a href="/runs/{up.pk}/">hello #{up.pk}</a>' in block
+    assert 'data-status="succeeded"' in block[: block.index("</div>")]
+    assert 'id="downstream-runs"' not in page
