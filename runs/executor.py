@@ -75,6 +75,9 @@ class Supervisor:
         self.usage: RunUsage | None = None
         self.masker = vault.Masker([])
         self.watchdog: Watchdog | None = None
+        # Fields for the run's row that ride along with the next write (one
+        # transaction fewer per run).
+        self.unwritten: dict = {}
 
     # -- the run ----------------------------------------------------------
     def run(self) -> str:
@@ -188,7 +191,7 @@ class Supervisor:
             .values_list("pk", flat=True)
             .first()
         )
-        Run.objects.filter(pk=self.run_id).update(code_hash=digest, revision_id=revision)
+        self.unwritten.update(code_hash=digest, revision_id=revision)
 
     @property
     def _run_as(self) -> dict:
@@ -304,13 +307,14 @@ class Supervisor:
         was nothing to write, else whether this worker still holds the run."""
         reader = self.reader
         data = self.sink.encode(reader.take()) if reader else b""
-        fields.update(self._marker_fields())
+        fields = {**self.unwritten, **fields, **self._marker_fields()}
         began = time.monotonic()
         heartbeat_due = began - self.last_heartbeat >= self.heartbeat_every
         if not data and not fields and not heartbeat_due:
             return None
         with transaction.atomic():
             self.sink.append(data)
+            self.unwritten = {}
             held = services.record_progress(
                 self.run_id,
                 self.worker,
@@ -389,7 +393,10 @@ class Supervisor:
         try:
             with transaction.atomic():
                 self.sink.append(data)
-                services.record_progress(self.run_id, self.worker, log_size=self.sink.size)
+                services.record_progress(
+                    self.run_id, self.worker, log_size=self.sink.size, **self.unwritten
+                )
+                self.unwritten = {}
         except DatabaseError:
             self._reset_connection()
 
@@ -404,6 +411,7 @@ class Supervisor:
         if self.usage is not None:
             fields.update(self.usage.finish())
         fields.update(self._marker_fields())
+        fields.update(self.unwritten)
         for attempt in range(3):
             try:
                 with transaction.atomic():

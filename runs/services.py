@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -353,25 +354,30 @@ def _start_downstream(run: Run) -> list[Run]:
 
 def enqueue(run: Run) -> None:
     """Hand the run to the broker (after commit)."""
+    from django_q.conf import Conf
     from django_q.tasks import async_task
 
     try:
-        job_id = async_task(
-            "runs.executor.execute_run",
-            run.pk,
-            task_name=f"{run.task.name}#{run.pk}",
-            group="taskrun",
-            # The run's row is the record; django-q2's Success row (and its
-            # save_limit pruning, which locks every kept row) is a write per
-            # run that nothing reads. A job that fails is still saved.
-            save=False,
-        )
+        # One write for the job and its id (the ORM broker's row is in the
+        # same database): on SQLite a second one would queue behind the
+        # database's one write lock, and the woken pusher with it. (A job
+        # that runs at once, django-q2's sync mode, must not run inside it.)
+        with transaction.atomic() if not Conf.SYNC else nullcontext():
+            job_id = async_task(
+                "runs.executor.execute_run",
+                run.pk,
+                task_name=f"{run.task.name}#{run.pk}",
+                group="taskrun",
+                # The run's row is the record; django-q2's Success row (and
+                # its save_limit pruning, which locks every kept row) is a
+                # write per run that nothing reads. A failed job is saved.
+                save=False,
+            )
+            Run.objects.filter(pk=run.pk).update(job_id=str(job_id or ""))
     except Exception as exc:
         # The run is committed and stays queued: rescue_stranded_runs gives
         # it a job once the broker answers. The caller's start stands.
         logger.warning("run %s: could not hand it to the broker: %s", run.pk, exc)
-        return
-    Run.objects.filter(pk=run.pk).update(job_id=str(job_id or ""))
 
 
 def requeue(run_id: int) -> None:
