@@ -514,3 +514,38 @@ def test_start_a_delayed_run_from_the_task_page(new_page, admin_user, make_task)
     page.goto("/tasks/")
     expect(page.locator("tr[data-task=later]")).to_contain_text("waits until")
     shot(page, "tasks-with-next-run")
+
+
+def test_the_run_page_shows_the_retry_that_follows_its_end(new_page, viewer, make_task):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    task = make_task("flaky", "raise SystemExit(1)\n", retry_count=1)
+    run = Run.objects.create(task=task, status=Run.Status.RUNNING, started_at=timezone.now())
+    page = new_page()
+    log_in(page, viewer)
+    page.goto(f"/runs/{run.pk}/")
+    expect(page.locator("#attempts")).to_have_count(0)
+
+    # The end first, then (as services.after_run_end does, after the end's
+    # commit) the next attempt: the page sees both without a reload.
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.FAILED, exit_code=1)
+    expect(status_of(page)).to_have_attribute("data-status", "failed")
+    later = timezone.now() + timedelta(minutes=5)
+    retry = Run.objects.create(
+        task=task,
+        status=Run.Status.QUEUED,
+        trigger=Run.Trigger.RETRY,
+        attempt=2,
+        retry_of=run,
+        not_before=later,
+    )
+    chain = page.locator("#attempts")
+    expect(chain.locator(f'a[href="/runs/{retry.pk}/"]')).to_have_text("2")
+    expect(chain).to_contain_text("waits until")
+    expect(chain.locator('[aria-current="page"] a')).to_have_text("1")
+    shot(page, "run-attempt-chain")
+    chain.locator(f'a[href="/runs/{retry.pk}/"]').click()
+    expect(page).to_have_url(re.compile(rf"/runs/{retry.pk}/$"))
+    expect(page.locator("#waits-until")).to_contain_text("waits until")

@@ -1,6 +1,8 @@
 // The run page: while the run is live, poll its live endpoint for state,
 // progress and the log after the bytes already shown; follow the end of the
 // log unless the user scrolled up; load earlier parts of a long log on request.
+// Once the run ends, ask once more a little later, for its retry or the runs
+// it started next.
 (function () {
   "use strict";
   var root = document.getElementById("run");
@@ -21,6 +23,9 @@
   var VISIBLE_MS = 700;
   var HIDDEN_MS = 5000;
   var MAX_FAILURES = 30;
+  // What follows a run's end (its retry, downstream runs) is written just
+  // after the end itself: the page asks once more this long after it.
+  var SETTLE_MS = 2000;
   // The page keeps at most this much log text; older text is dropped (while
   // following the end) and can be loaded again with "Load earlier".
   var MAX_CHARS = 2000000;
@@ -34,6 +39,8 @@
   var state = root.dataset.state;
   var failures = 0;
   var timer = null;
+  // A page opened on an ended run has nothing to wait for.
+  var settled = !active;
   // Text nodes of the log with the byte offset each starts at.
   var pieces = [];
   if (log.firstChild) pieces.push({ start: first, node: log.firstChild });
@@ -126,7 +133,13 @@
     clearTimeout(timer);
     var live = (active || more) && failures < MAX_FAILURES;
     if (note) note.hidden = !live;
-    if (!live) return;
+    if (!live) {
+      if (!settled && failures < MAX_FAILURES) {
+        settled = true;
+        timer = setTimeout(poll, SETTLE_MS);
+      }
+      return;
+    }
     timer = setTimeout(poll, more ? 0 : document.hidden || waiting ? HIDDEN_MS : VISIBLE_MS);
   }
 
