@@ -4,7 +4,7 @@ runs/openapi.py too: tests/test_api_openapi.py checks both ways."""
 
 from django.urls import path
 
-from runs import api
+from runs import api, api_secrets
 from runs.auth import endpoint
 
 app_name = "api"
@@ -31,6 +31,12 @@ urlpatterns = [
         name="execute_task",
     ),
     path("tasks/<str:name>/stop", endpoint(POST=api.stop_task), name="stop_task"),
+    path("secrets", endpoint(GET=api_secrets.list_secrets), name="secrets"),
+    path(
+        "secrets/<str:name>",
+        endpoint(PUT=api_secrets.put_secret, DELETE=api_secrets.delete_secret),
+        name="secret",
+    ),
     path("logs", endpoint(GET=api.list_logs), name="logs"),
     path("logs/app.log", endpoint(GET=api.app_log), name="app_log"),
     path("logs/<str:log>", endpoint(GET=api.read_log), name="log"),

@@ -12,6 +12,7 @@ from django.conf import settings
 from runs.models import Run, Task
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -265,6 +266,37 @@ def _schemas() -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
+        "Secret": {
+            "type": "object",
+            "description": "A secret's name, scope and history; never its value.",
+            "properties": {
+                "name": {"type": "string", "pattern": SECRET_NAME_PATTERN},
+                "task": _nullable({"type": "string", "pattern": NAME_PATTERN}),
+                "updated_at": {"type": "string", "format": "date-time"},
+                "updated_by": _nullable({"type": "string"}),
+            },
+            "required": ["name", "task", "updated_at", "updated_by"],
+            "additionalProperties": False,
+        },
+        "SecretPut": {
+            "type": "object",
+            "properties": {
+                "value": {
+                    "type": "string",
+                    "minLength": 1,
+                    # An environment variable cannot hold a NUL character.
+                    "pattern": "^[^\\u0000]+$",
+                    "description": "Write-only.",
+                },
+                "task": {
+                    "type": "string",
+                    "pattern": NAME_PATTERN,
+                    "description": "The task it belongs to; without it, a global secret.",
+                },
+            },
+            "required": ["value"],
+            "additionalProperties": False,
+        },
         "LogEntry": {
             "type": "object",
             "properties": {
@@ -297,6 +329,7 @@ def _paths() -> dict[str, Any]:
     name = {"$ref": "#/components/parameters/TaskName"}
     run_id = {"$ref": "#/components/parameters/RunId"}
     log = {"$ref": "#/components/parameters/LogName"}
+    secret = {"$ref": "#/components/parameters/SecretName"}
     limit = _query(
         "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "At most this many (100)."
     )
@@ -434,6 +467,46 @@ def _paths() -> dict[str, Any]:
                     "409": run_conflict,
                     **_errors(400, 401, 403, 404),
                 },
+            },
+        },
+        "/api/secrets": {
+            "get": {
+                "operationId": "list_secrets",
+                "summary": "Secrets, without their values (runs.view_secret)",
+                "responses": {
+                    "200": _json(
+                        _envelope("secrets", {"type": "array", "items": _ref("Secret")}),
+                        "Secrets",
+                    ),
+                    **_errors(401, 403),
+                },
+            },
+        },
+        "/api/secrets/{secret}": {
+            "parameters": [secret],
+            "put": {
+                "operationId": "put_secret",
+                "summary": "Create or change a secret (runs.add_secret, runs.change_secret)",
+                # Creates what it names: an unknown name is no 404 (only an
+                # unknown task is).
+                "x-creates": True,
+                "requestBody": _body("SecretPut", {"value": "s3cret-value"}),
+                "responses": {
+                    "200": _json(_envelope("secret", _ref("Secret")), "Saved"),
+                    **_errors(400, 401, 403, 404),
+                },
+            },
+            "delete": {
+                "operationId": "delete_secret",
+                "summary": "Delete a secret (runs.delete_secret)",
+                "parameters": [
+                    _query(
+                        "task",
+                        {"type": "string"},
+                        "The task's secret of that name; without it, the global one.",
+                    )
+                ],
+                "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)},
             },
         },
         "/api/logs": {
@@ -596,6 +669,12 @@ def openapi_document() -> dict[str, Any]:
                     "in": "path",
                     "required": True,
                     "schema": {"type": "integer", "minimum": 1},
+                },
+                "SecretName": {
+                    "name": "secret",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": SECRET_NAME_PATTERN},
                 },
                 "LogName": {
                     "name": "log",
