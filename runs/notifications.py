@@ -28,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from runs import vault
 from runs.models import Alert, Run, Task, Webhook, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,14 @@ def send_email(task: Task, event: str, *, run: Run | None, message: str) -> bool
             tail = run.read_log(start).decode("utf-8", "replace")
             lines += ["", "The end of its log:", "", tail]
     subject = f"[taskrun] {message}"
+    masker = vault.masker_for(task)
     try:
-        send_mail(subject[:200], "\n".join(lines), settings.DEFAULT_FROM_EMAIL, to)
+        send_mail(
+            masker.mask(subject[:200]),
+            masker.mask("\n".join(lines)),
+            settings.DEFAULT_FROM_EMAIL,
+            to,
+        )
     except Exception:  # A mail server that is down must not break the run's end.
         logger.exception("could not email %s about task %s", ", ".join(to), task.name)
         return False
@@ -196,15 +203,15 @@ def signature(secret: str, body: bytes) -> str:
 def payload(webhook: Webhook, event: str, run: Run | None, message: str) -> bytes:
     from runs.serializers import run_json
 
-    return json.dumps(
-        {
-            "event": event,
-            "task": webhook.task.name,
-            "message": message,
-            "run": run_json(run) if run is not None else None,
-            "url": f"{settings.SITE_URL}/runs/{run.pk}/" if run is not None else None,
-        }
-    ).encode()
+    body = {
+        "event": event,
+        "task": webhook.task.name,
+        "message": message,
+        "run": run_json(run) if run is not None else None,
+        "url": f"{settings.SITE_URL}/runs/{run.pk}/" if run is not None else None,
+    }
+    # A secret's value never leaves taskrun, not even in what a run returned.
+    return json.dumps(vault.masker_for(webhook.task).mask_json(body)).encode()
 
 
 def deliver(webhook_id: int, event: str, run_id: int | None, message: str, attempt: int = 1) -> str:

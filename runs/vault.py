@@ -113,6 +113,15 @@ def rotate(new_key: str) -> int:
     return count
 
 
+def masker_for(task: Task) -> Masker:
+    """The masker of a task's secrets, for what taskrun shows of its runs."""
+    try:
+        return Masker(secrets_for(task).values())
+    except ImproperlyConfigured:
+        # Unreadable secrets reached no script either: nothing to mask.
+        return Masker([])
+
+
 class Masker:
     """Replaces secret values with **** in text. For a stream, ``feed`` holds
     back a tail that could be the start of a secret split across two reads,

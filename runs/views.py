@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from runs import chains, schedules, services
+from runs import chains, schedules, services, vault
 from runs.charts import FAILED_STATES, STATUS_GROUP, hourly_chart, sparkline
 from runs.forms import RunFilterForm, RunTaskForm
 from runs.models import LogChunk, Run, Task
@@ -383,6 +383,8 @@ def _run_context(run: Run) -> dict[str, Any]:
     attempts = chains.attempts(run)
     return {
         "run": run,
+        # What the user typed may hold a secret's value: shown masked.
+        "run_env": vault.masker_for(run.task).mask_json(run.env),
         "events": list(run.events.all()),
         "changes": code_changes(run),
         # A run without retries is a chain of one: nothing to show.

@@ -131,3 +131,46 @@ def test_masker_never_lets_a_split_value_through():
     )
     assert out == "123 **** 4 ****!"
     assert vault.Masker(["ab"]).mask("ab") == "ab"  # too short to mask
+
+
+def test_webhook_bodies_and_emails_carry_no_secret(make_task, execute, settings):
+    """A run that failed with the secret in its result and reason: the webhook
+    body (as sent, signed) and the failure email show ****."""
+    from django.core import mail
+
+    from runs import notifications
+    from runs.models import Webhook
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    task = make_task(
+        "tells",
+        """
+        import json, os, sys
+        print("::result::" + json.dumps({"leak": os.environ["HOOK_SECRET"]}))
+        print("the secret is", os.environ["HOOK_SECRET"])
+        sys.exit(2)
+        """,
+        notify_emails="ops@example.com",
+    )
+    vault.set_secret("HOOK_SECRET", VALUE)
+    run = execute(services.start_run(task))
+    assert run.status == "failed"
+    webhook = Webhook.objects.create(task=task, url="http://127.0.0.1:9/hook", secret="k")
+    body = notifications.payload(webhook, "failure", run, f"{task.name} failed")
+    assert VALUE.encode() not in body
+    assert b"****" in body
+    notifications.send_email(task, "failure", run=run, message=f"{task.name} failed")
+    assert mail.outbox, "no email was sent"
+    assert all(VALUE not in m.body and VALUE not in m.subject for m in mail.outbox)
+    assert "the secret is ****" in mail.outbox[-1].body
+
+
+def test_the_run_page_masks_a_secret_typed_into_the_run_env(make_task, client):
+    task = make_task("typed", "print(1)")
+    vault.set_secret("DB_PASS", VALUE)
+    run = services.start_run(task, env={"COPY": VALUE})
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    page = client.get(f"/runs/{run.pk}/")
+    assert page.status_code == 200
+    assert VALUE.encode() not in page.content
+    assert b"COPY=****" in page.content
