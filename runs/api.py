@@ -36,6 +36,7 @@ from runs.auth import (
 from runs.models import LogChunk, Run, Task, validate_timeout
 from runs.names import TASK_NAME_RE, script_path, validate_task_name
 from runs.openapi import openapi_document
+from runs.parameters import ParamError, params_to_argv, read_parameters
 from runs.serializers import run_json, task_json
 
 # One read of a log returns at most this much; X-Log-Size tells the caller
@@ -408,8 +409,16 @@ def delete_task(request: HttpRequest, name: str) -> HttpResponse:
 def execute_task(request: HttpRequest, name: str) -> HttpResponse:
     task = _get_task(name)
     body = read_json(request, EXECUTE_FIELDS)
+    args = body.get("args")
     if body.get("params"):
-        raise BadRequest("params: this task has no parameters")
+        if args is not None:
+            raise BadRequest("Give either args or params, not both.")
+        # The script's own argparse, read from its source, checks the values
+        # and turns them into the argv it expects.
+        try:
+            args = params_to_argv(read_parameters(task.read_code()), body["params"])
+        except ParamError as exc:
+            raise BadRequest(str(exc)) from None
     try:
         not_before = schedules.parse_start_time(delay=body.get("delay"), at=body.get("at"))
     except ValidationError as exc:
@@ -419,7 +428,7 @@ def execute_task(request: HttpRequest, name: str) -> HttpResponse:
             task,
             trigger=Run.Trigger.API,
             user=request.user,
-            args=body.get("args"),
+            args=args,
             env=body.get("env"),
             config=body.get("config"),
             not_before=not_before,

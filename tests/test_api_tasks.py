@@ -3,6 +3,7 @@ and stop, with every status code of CONTRACT. Bad input changes nothing."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -387,7 +388,8 @@ def test_execute_of_a_paused_task_is_refused(operator, make_task):
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"params": {"n": 1}}, "params: this task has no parameters"),
+        ({"params": {"n": 1}}, "params: cannot be used: The script does not build"),
+        ({"params": {"n": 1}, "args": []}, "Give either args or params, not both."),
         ({"params": [1]}, "params: must be a JSON object"),
         ({"config": [1]}, "config: must be a JSON object"),
         ({"config": "{}"}, "config: must be a JSON object"),
@@ -471,3 +473,47 @@ def test_stop_errors(anonymous, viewer, operator, hello):
     assert operator.post("/api/tasks/hello/stop", {"force": True}).status_code == 400
     run.refresh_from_db()
     assert run.status == S.QUEUED
+
+
+ARGPARSE_SCRIPT = """
+import argparse, json
+parser = argparse.ArgumentParser()
+parser.add_argument("source")
+parser.add_argument("--count", type=int, default=1)
+parser.add_argument("--mode", choices=["fast", "safe"], default="safe")
+parser.add_argument("--dry-run", action="store_true")
+print(json.dumps(vars(parser.parse_args())))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_execute_with_params_runs_the_argv_the_script_expects(operator, make_task, execute):
+    make_task("report", ARGPARSE_SCRIPT)
+    body = {"params": {"source": "db", "count": "3", "mode": "fast", "dry_run": True}}
+    response = operator.post("/api/tasks/report/execute", body)
+    assert response.status_code == 202, response.content
+    run = execute(Run.objects.get(pk=response.json()["run"]["id"]))
+    assert run.args == ["db", "--count", "3", "--mode", "fast", "--dry-run"]
+    assert json.loads(run.read_log()) == {
+        "source": "db",
+        "count": 3,
+        "mode": "fast",
+        "dry_run": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"count": 2}, "source:"),
+        ({"source": "db", "count": "many"}, "count: must be an integer"),
+        ({"source": "db", "mode": "slow"}, "mode:"),
+        ({"source": "db", "colour": "red"}, "colour: unknown parameter"),
+    ],
+)
+def test_execute_refuses_bad_params_naming_the_field(operator, make_task, params, words):
+    make_task("report", ARGPARSE_SCRIPT)
+    response = operator.post("/api/tasks/report/execute", {"params": params})
+    assert response.status_code == 400
+    assert words in response.json()["error"]
+    assert not Run.objects.exists()
