@@ -54,3 +54,14 @@ def ago(value: datetime | None) -> str:
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
     return f"{timesince(value)} ago"
+
+
+@register.filter
+def url_origin(value: str) -> str:
+    """scheme://host/… of a URL: a webhook's path and query often carry its
+    token (Slack, Teams), which only editors may see."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    rest = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{rest}"
