@@ -149,17 +149,20 @@ def write_scripts(folder: Path, runs: int) -> None:
     (folder / "tail.py").write_text(TAIL)
 
 
-def reset_postgres(url: str) -> None:
-    """Drop and create the database named in ``url`` (never another one)."""
+def reset_postgres(url: str, create: bool = True) -> None:
+    """Drop (and create again) the database named in ``url``: only one whose
+    name starts with BENCH_PG's, never another one."""
     import psycopg
 
     parts = urllib.parse.urlsplit(url)
     name = parts.path.lstrip("/")
-    assert name.startswith("h_perf"), name
+    base = urllib.parse.urlsplit(os.environ.get("BENCH_PG", "postgres:///h_perf")).path.lstrip("/")
+    assert name.startswith(base), f"{name} is not one of the bench's databases ({base}…)"
     admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 class Direct:
@@ -349,6 +352,8 @@ class DjangoSetup:
         if self.agent is not None:
             self.agent.stop()
         stop(self.cluster, timeout=60)
+        if self.database_url.startswith("postgres"):
+            reset_postgres(self.database_url, create=False)
 
 
 class BareQ(DjangoSetup):

@@ -387,6 +387,9 @@ def p5_pages(scale: Scale, results: Results, base: Path) -> None:
                 f"P5 rep {rep + 1} {engine}: "
                 + ", ".join(f"{k} {v:.0f} ms" for k, v in figures[scale.pages_large].items())
             )
+    for _, url in databases:
+        for size in (scale.pages_small, scale.pages_large) if url else ():
+            setups.reset_postgres(f"{url}_{size}", create=False)
 
 
 # --- the environment ------------------------------------------------------------
