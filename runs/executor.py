@@ -151,13 +151,13 @@ class Supervisor:
             )
         except OSError as exc:
             return self._start_failed(f"could not start the script: {exc}")
-        try:
-            if not run_as:
+        if not run_as:
+            try:
                 process.apply_limits(self.proc.pid, rlimits)
-        except OSError as exc:
-            process.kill_group(self.proc.pid)
-            self.proc.wait()
-            return self._start_failed(f"could not set the script's limits: {exc}")
+            except OSError as exc:
+                process.kill_group(self.proc.pid)
+                self.proc.wait()
+                return self._start_failed(f"could not set the script's limits: {exc}")
         # Past 60 % of the lease without a renewed heartbeat the watchdog
         # stops the script, even when this process is frozen or stuck; it is
         # dead well before the reaper (at 100 %) may let a retry start.
@@ -314,7 +314,6 @@ class Supervisor:
             return None
         with transaction.atomic():
             self.sink.append(data)
-            self.unwritten = {}
             held = services.record_progress(
                 self.run_id,
                 self.worker,
@@ -322,6 +321,7 @@ class Supervisor:
                 log_truncated=self.sink.truncated,
                 **fields,
             )
+        self.unwritten = {}
         if held:
             # The lease runs from when the heartbeat was taken, not from when
             # a slow commit returned.
@@ -396,7 +396,7 @@ class Supervisor:
                 services.record_progress(
                     self.run_id, self.worker, log_size=self.sink.size, **self.unwritten
                 )
-                self.unwritten = {}
+            self.unwritten = {}
         except DatabaseError:
             self._reset_connection()
 
