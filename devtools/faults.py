@@ -203,11 +203,12 @@ LIMITS = """\
   `running`, worker) and changes nothing.
 - **The script dies first.** The supervisor stops its script after half a
   lease without a successful heartbeat. Because a frozen or stuck supervisor
-  cannot do that, each script has a watchdog (`runs/watchdog.py`): a tiny
-  process in a session of its own that the supervisor renews with every
-  heartbeat; past 0.6 lease without one it stops the script's process group
-  (SIGTERM, then SIGKILL within 0.15 lease), so the script is dead before any
-  reaper may act. When the supervisor dies, the watchdog stops the script at
+  cannot do that, every script is guarded by a watchdog (`runs/watchdog.py`):
+  a tiny process in a session of its own, one per worker process, that the
+  supervisor renews with every heartbeat; past 0.6 lease without one it
+  stops the script's process group (SIGTERM, then SIGKILL within 0.15
+  lease), so the script is dead before any reaper may act. When the worker
+  dies, the watchdog's pipe closes and it stops the scripts it guards at
   once.
 - **Jobs that vanish.** A queued run whose job is no longer waiting in the
   broker more than a lease after it was handed over — taken by a cluster that
