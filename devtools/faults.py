@@ -2,8 +2,8 @@
 length and write docs/reliability.md from the figures they record.
 
 The scenarios run on SQLite (and start their own PostgreSQL and Redis where
-they need one); the crash soak and the stalled worker run a second time on
-PostgreSQL when TEST_DATABASE_URL answers. Exits non-zero when a scenario
+they need one); the crash soak, the stalled worker and the frozen
+transaction run on PostgreSQL when TEST_DATABASE_URL answers. Exits non-zero when a scenario
 fails, after writing what it saw."""
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ SCENARIOS = {
         "One cluster in its own network namespace reaching a private PostgreSQL "
         "over a veth pair; the link is taken down mid-run for two leases.",
     ),
+    "frozen_transaction": (
+        "A worker frozen inside a transaction does not stall the reaper for longer "
+        "than idle_in_transaction_session_timeout.",
+        "A process holds the run's row lock idle in a transaction (as a frozen "
+        "worker would); the reaper must still mark the stale run lost.",
+    ),
     "scheduler": (
         "Several clusters fire a schedule exactly once per slot.",
         "Three clusters on a private PostgreSQL and an every-2-seconds schedule.",
@@ -105,7 +111,9 @@ def main() -> int:
     codes = [run_pytest(base, "-q", "-rs", "--junitxml", str(ROOT / "test-output" / "faults.xml"))]
     url = os.environ.get("TEST_DATABASE_URL", "")
     if url and pg_reachable(url):
-        codes.append(run_pytest({**base, "DATABASE_URL": url}, "-q", "-k", "crash_soak or stalled"))
+        codes.append(
+            run_pytest({**base, "DATABASE_URL": url}, "-q", "-k", "crash_soak or stalled or frozen")
+        )
     else:
         print("TEST_DATABASE_URL not reachable: the PostgreSQL pass of the soak is left out")
     rows = [json.loads(line) for line in figures_file.read_text().splitlines() if line.strip()]
