@@ -36,9 +36,7 @@ def default_timezone() -> str:
 def validate_retry_on(value: list[str]) -> None:
     allowed = {"failed", "timed_out", "lost"}
     if not isinstance(value, list) or not set(value) <= allowed:
-        raise ValidationError(
-            'Retry on must be a list of "failed", "timed_out" and "lost".'
-        )
+        raise ValidationError('Retry on must be a list of "failed", "timed_out" and "lost".')
 
 
 class Task(models.Model):
@@ -62,9 +60,7 @@ class Task(models.Model):
         validators=[validate_timeout],
         help_text="Seconds before a run is stopped.",
     )
-    enabled = models.BooleanField(
-        default=True, help_text="A paused task refuses new runs."
-    )
+    enabled = models.BooleanField(default=True, help_text="A paused task refuses new runs.")
     overlap = models.CharField(
         max_length=8,
         choices=Overlap.choices,
@@ -194,13 +190,9 @@ class Run(models.Model):
         UPSTREAM = "upstream"
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
-    status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.QUEUED
-    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     reason = models.CharField(max_length=500, blank=True, default="")
-    trigger = models.CharField(
-        max_length=16, choices=Trigger.choices, default=Trigger.MANUAL
-    )
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -338,9 +330,7 @@ class LogChunk(models.Model):
     data = models.BinaryField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["run", "start"], name="log_chunk_order")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "start"], name="log_chunk_order")]
 
     def __str__(self) -> str:
         return f"run {self.run_id} @{self.start}"
@@ -355,13 +345,9 @@ class LogChunk(models.Model):
             .values_list("start", flat=True)
             .first()
         )
-        chunks = cls.objects.filter(run_id=run_id, start__gte=first or 0).order_by(
-            "start"
-        )
+        chunks = cls.objects.filter(run_id=run_id, start__gte=first or 0).order_by("start")
         out = bytearray()
-        for start, data in chunks.values_list("start", "data").iterator(
-            chunk_size=50
-        ):
+        for start, data in chunks.values_list("start", "data").iterator(chunk_size=50):
             data = bytes(data)
             lo = max(0, offset - start)
             out += data[lo:]
@@ -385,9 +371,7 @@ class CodeRevision(models.Model):
 
     class Meta:
         ordering = ["-number"]
-        constraints = [
-            models.UniqueConstraint(fields=["task", "number"], name="revision_number")
-        ]
+        constraints = [models.UniqueConstraint(fields=["task", "number"], name="revision_number")]
 
     def __str__(self) -> str:
         return f"{self.task.name} r{self.number}"
@@ -433,7 +417,8 @@ class Secret(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["name", "task"], name="secret_per_task",
+                fields=["name", "task"],
+                name="secret_per_task",
                 condition=Q(task__isnull=False),
             ),
             models.UniqueConstraint(
@@ -490,12 +475,8 @@ class TaskLink(models.Model):
         FAILURE = "failure"
         ANY = "any"
 
-    upstream = models.ForeignKey(
-        Task, on_delete=models.CASCADE, related_name="downstream_links"
-    )
-    downstream = models.ForeignKey(
-        Task, on_delete=models.CASCADE, related_name="upstream_links"
-    )
+    upstream = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="downstream_links")
+    downstream = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="upstream_links")
     on = models.CharField(max_length=8, choices=On.choices, default=On.SUCCESS)
 
     class Meta:
