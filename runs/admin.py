@@ -202,9 +202,7 @@ class TaskAdmin(admin.ModelAdmin):
         return fields
 
     def _may_edit_code(self, request, obj) -> bool:
-        return request.user.has_perm("runs.edit_code") and self.has_change_permission(
-            request, obj
-        )
+        return request.user.has_perm("runs.edit_code") and self.has_change_permission(request, obj)
 
     @admin.display(description="Code")
     def script_code(self, task):
@@ -263,7 +261,16 @@ class RunEventInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "task", "status", "trigger", "attempt", "queued_at", "duration_s", "exit_code"]
+    list_display = [
+        "id",
+        "task",
+        "status",
+        "trigger",
+        "attempt",
+        "queued_at",
+        "duration_s",
+        "exit_code",
+    ]
     list_filter = ["status", "trigger", "task"]
     list_select_related = ["task"]
     search_fields = ["task__name", "reason"]
@@ -272,10 +279,31 @@ class RunAdmin(admin.ModelAdmin):
     inlines = [RunEventInline]
     show_full_result_count = False
     fields = [
-        "task", "status", "reason", "trigger", "triggered_by", "args", "env", "config",
-        "attempt", "exit_code", "queued_at", "started_at", "finished_at", "heartbeat_at",
-        "worker", "progress", "progress_message", "result", "log_size", "log_truncated",
-        "scheduled_for", "not_before", "schedule", "retry_of", "upstream",
+        "task",
+        "status",
+        "reason",
+        "trigger",
+        "triggered_by",
+        "args",
+        "env",
+        "config",
+        "attempt",
+        "exit_code",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "heartbeat_at",
+        "worker",
+        "progress",
+        "progress_message",
+        "result",
+        "log_size",
+        "log_truncated",
+        "scheduled_for",
+        "not_before",
+        "schedule",
+        "retry_of",
+        "upstream",
         "log_tail",
     ]
     readonly_fields = fields
