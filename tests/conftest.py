@@ -151,3 +151,42 @@ def cluster(tasks_dir, tmp_path, transactional_db):
     yield start
     for proc in started:
         proc.kill()
+
+
+# --- API callers: a user of each group of CONTRACT, through a bearer token ----
+
+
+@pytest.fixture
+def editor():
+    from tests.api_client import Api, make_user
+
+    return Api(make_user("Editors"))
+
+
+@pytest.fixture
+def operator():
+    from tests.api_client import Api, make_user
+
+    return Api(make_user("Operators"))
+
+
+@pytest.fixture
+def viewer():
+    from tests.api_client import Api, make_user
+
+    return Api(make_user("Viewers"))
+
+
+@pytest.fixture
+def nobody():
+    """Logged in, but in no group."""
+    from tests.api_client import Api, make_user
+
+    return Api(make_user())
+
+
+@pytest.fixture
+def anonymous():
+    from tests.api_client import Api
+
+    return Api()

@@ -12,20 +12,9 @@ from django_q.models import Schedule
 
 from runs import services
 from runs.models import Run, Task, TaskLink
-from tests.api_client import Api, make_user
 
 pytestmark = pytest.mark.django_db
 S = Run.Status
-
-
-@pytest.fixture
-def editor():
-    return Api(make_user("Editors"))
-
-
-@pytest.fixture
-def operator():
-    return Api(make_user("Operators"))
 
 
 @pytest.fixture

@@ -13,26 +13,6 @@ S = Run.Status
 
 
 @pytest.fixture
-def operator():
-    return Api(make_user("Operators"))
-
-
-@pytest.fixture
-def viewer():
-    return Api(make_user("Viewers"))
-
-
-@pytest.fixture
-def nobody():
-    return Api(make_user())
-
-
-@pytest.fixture
-def anonymous():
-    return Api()
-
-
-@pytest.fixture
 def runs(make_task):
     """One run in each state, over two tasks; returns {status: run}."""
     a = make_task("alpha", "pass")

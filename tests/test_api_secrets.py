@@ -12,11 +12,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 VALUE = "tok-3x4mpl3-value"
 
 
-@pytest.fixture
-def editor():
-    return Api(make_user("Editors"))
-
-
 def test_put_list_and_delete_a_global_secret(editor):
     response = editor.call("PUT", "/api/secrets/API_KEY", {"value": VALUE})
     assert response.status_code == 200

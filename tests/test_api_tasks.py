@@ -18,32 +18,6 @@ S = Run.Status
 
 
 @pytest.fixture
-def editor():
-    return Api(make_user("Editors"))
-
-
-@pytest.fixture
-def operator():
-    return Api(make_user("Operators"))
-
-
-@pytest.fixture
-def viewer():
-    return Api(make_user("Viewers"))
-
-
-@pytest.fixture
-def nobody():
-    """Logged in, but in no group."""
-    return Api(make_user())
-
-
-@pytest.fixture
-def anonymous():
-    return Api()
-
-
-@pytest.fixture
 def hello(make_task):
     return make_task("hello", "print('hello')\n", description="Says hello")
 
