@@ -28,14 +28,18 @@ def generate(
     runs: int,
     tasks: int = 50,
     *,
-    span_days: float = 365,
+    per_day: float = 1000,
     batch: int = 200_000,
     live: int = 3,
     progress=None,
 ) -> list[int]:
-    """Make the tasks and ``runs`` finished runs (the newest ``span_days``
-    back from now), then ``live`` running ones through the services, as a
-    real install would have. Returns the task ids."""
+    """Make the tasks and ``runs`` finished runs, ``per_day`` of them a day
+    back from now, then ``live`` running ones through the services, as a
+    real install would have. Returns the task ids.
+
+    The rate is fixed, not the span: a bigger history is a longer one, and
+    the last day (the dashboard's window) looks the same at 1,000 runs as at
+    1,000,000."""
     from django.db import connection, transaction
 
     from runs.models import Run, RunEvent, Task
@@ -46,8 +50,8 @@ def generate(
     )
     ids = sorted(Task.objects.filter(name__startswith="bulk-").values_list("pk", flat=True))[:tasks]
     now = datetime.now(UTC)
-    start = now - timedelta(days=span_days)
-    step = span_days * 86400 / max(1, runs)
+    step = 86400 / per_day
+    start = now - timedelta(seconds=step * runs)
     fields = [f for f in Run._meta.concrete_fields if not f.primary_key]
     vendor = connection.vendor
 

@@ -93,11 +93,18 @@ def _measure(requests: int) -> dict[str, float]:
     from runs.views import RUNS_PAGE_SIZE
 
     # The cursor of the 2nd page, as the 1st page's "Older" link has it.
-    failed = Run.objects.filter(status="failed").order_by("-id").values_list("pk", flat=True)
-    older = failed[min(RUNS_PAGE_SIZE, failed.count()) - 1]
+    def second_page(**where) -> int:
+        ids = Run.objects.filter(**where).order_by("-id").values_list("pk", flat=True)
+        return ids[min(RUNS_PAGE_SIZE, ids.count()) - 1]
+
     urls = {
         "dashboard": "/",
-        "run list, failed, 2nd page": f"/runs/?status=failed&before={older}",
+        # A rare state (a short 2nd page with 1,000 runs) and a common filter
+        # (a full one at both sizes).
+        "run list, failed, 2nd page": f"/runs/?status=failed&before={second_page(status='failed')}",
+        "run list, scheduled, 2nd page": (
+            f"/runs/?trigger=schedule&before={second_page(trigger='schedule')}"
+        ),
         "task page": f"/tasks/{task.name}/",
         "run page": f"/runs/{middle}/",
         "GET /api/tasks/runs": "/api/tasks/runs",

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.django_db(transaction=True)
 def test_bulk_generator_makes_valid_runs(client, django_user_model):
-    ids = bulk.generate(400, tasks=7, span_days=10, batch=150, live=2)
+    ids = bulk.generate(400, tasks=7, per_day=40, batch=150, live=2)
 
     assert Task.objects.filter(pk__in=ids).count() == 7
     runs = Run.objects.filter(task_id__in=ids)
