@@ -70,3 +70,17 @@ def test_a_killed_worker_leaves_a_lost_run_and_no_process(make_task, cluster, tm
     wait_for(lambda: Run.objects.get(pk=again.pk).status == S.RUNNING, timeout=30)
     services.request_cancel(again, actor="test")
     assert wait_for(lambda: finished(again), timeout=30).status == S.CANCELLED
+
+
+def test_a_cluster_whose_group_is_killed_mid_drain_leaves_no_script(make_task, cluster):
+    task = make_task("draining", "import time\nprint('go', flush=True)\ntime.sleep(60)")
+    q = cluster()
+    run = services.start_run(task)
+    wait_for(lambda: Run.objects.get(pk=run.pk).pid)
+    # As `timeout(1)` does: the main process, then its whole group.
+    q.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: b"stopping: running runs get" in q.log_path.read_bytes())
+    os.killpg(q.pid, signal.SIGTERM)
+    q.proc.wait(timeout=30)
+    # The workers died with the group; the watchdog stopped the script.
+    wait_for(lambda: not process.run_processes(run.pk), timeout=10)

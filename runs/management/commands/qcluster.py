@@ -25,7 +25,16 @@ class DrainingCluster(Cluster):
         self.clock.start()
         return pid
 
+    stopping = False
+
     def sig_handler(self, signum, frame):
+        # A second signal (a second Ctrl-C, `kill` of the whole group) while
+        # the drain runs would re-enter django-q2's stop() and hang it; the
+        # first one is already doing all there is to do.
+        if self.stopping:
+            logger.info("already stopping; SIGKILL stops at once (running scripts die too)")
+            return
+        self.stopping = True
         if self.clock is not None:
             self.clock.stop()
         if not drain.is_draining():
