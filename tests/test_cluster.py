@@ -83,4 +83,5 @@ def test_a_cluster_whose_group_is_killed_mid_drain_leaves_no_script(make_task, c
     os.killpg(q.pid, signal.SIGTERM)
     q.proc.wait(timeout=30)
     # The workers died with the group; the watchdog stopped the script.
-    wait_for(lambda: not process.run_processes(run.pk), timeout=10)
+    run.refresh_from_db()
+    wait_for(lambda: not process.run_processes(run.pk, run.worker), timeout=10)
