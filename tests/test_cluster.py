@@ -85,3 +85,12 @@ def test_a_cluster_whose_group_is_killed_mid_drain_leaves_no_script(make_task, c
     # The workers died with the group; the watchdog stopped the script.
     run.refresh_from_db()
     wait_for(lambda: not process.run_processes(run.pk, run.worker), timeout=10)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_sigterm_to_every_process_of_a_cluster_at_once_does_not_hang_it(cluster, attempt):
+    """pkill or a group kill reaches the sentinel too; django-q2's stop() would
+    then wait forever on an Event whose waiter died (it did, 5 times in 6)."""
+    q = cluster()
+    os.killpg(q.pid, signal.SIGTERM)
+    q.proc.wait(timeout=20)
