@@ -14,13 +14,28 @@ from runs.models import Run
 def cluster_stats() -> list[Any]:
     from django_q.brokers import Broker, get_broker
     from django_q.conf import Conf
+    from django_q.signing import BadSignature, SignedPackage
     from django_q.status import Stat
 
-    # The ORM broker keeps stats in the Django cache like the base broker,
-    # but building it opens a database connection: with the base class the
-    # count of live clusters still answers while the database is down.
-    broker = Broker() if Conf.ORM else get_broker()
-    return list(Stat.get_all(broker=broker))
+    if not Conf.ORM:
+        return list(Stat.get_all(broker=get_broker()))
+    # The ORM broker keeps the stats in the Django cache: a list of keys and
+    # one short-lived entry per cluster. django-q2's reader writes the list
+    # back after dropping expired keys; a read-modify-write that, racing a
+    # cluster adding itself, can drop a live cluster from the list for a
+    # moment (a health check then sees 0 alive). This reader only reads, and
+    # needs no database connection, so the count answers while it is down.
+    cache = Broker.get_cache()
+    if cache is None:
+        return []
+    keys = cache.get(Conf.Q_STAT) or []
+    stats = []
+    for pack in cache.get_many(keys).values():
+        try:
+            stats.append(SignedPackage.loads(pack))
+        except BadSignature:
+            continue
+    return stats
 
 
 def clusters() -> list[dict[str, Any]]:

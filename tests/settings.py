@@ -6,9 +6,15 @@ import os
 from pathlib import Path
 
 _root = Path(__file__).resolve().parent.parent
-# One folder per xdist worker: its own SQLite file and its own stats cache.
+# One folder per xdist worker: its own SQLite file, stats cache and wake-up
+# sockets. The controller imports these settings first and its DATA_DIR is
+# inherited by the workers, so a folder of ours is replaced, not kept; a
+# DATA_DIR given from outside (a test's own subprocess) is kept.
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-os.environ.setdefault("DATA_DIR", str(_root / "var" / "test" / _worker))
+_tests_data = _root / "var" / "test"
+_given = os.environ.get("DATA_DIR")
+if not _given or Path(_given).parent == _tests_data:
+    os.environ["DATA_DIR"] = str(_tests_data / _worker)
 os.environ.setdefault("PROCESS_CHECK_INTERVAL", "1")
 os.environ.setdefault("LEASE_SECONDS", "3")
 os.environ.setdefault("KILL_GRACE_SECONDS", "1")

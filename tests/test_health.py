@@ -190,3 +190,29 @@ def test_a_hanging_check_fails_at_the_deadline_and_is_not_started_twice(monkeypa
     finally:
         release.set()
     wait_for(lambda: health.run_checks(timeout=1)[0], message="the check did not recover")
+
+
+def test_counting_clusters_leaves_django_q2s_list_of_clusters_alone():
+    """django-q2's own reader writes the list of cluster keys back without the
+    expired ones; racing a cluster that adds itself, that dropped live
+    clusters for a moment, and health saw 0 alive. Ours only reads."""
+    from django_q.brokers import Broker
+    from django_q.conf import Conf
+    from django_q.signing import SignedPackage
+    from django_q.status import Status
+
+    from monitor.clusters import cluster_stats
+
+    cache = Broker.get_cache()
+    saved = cache.get(Conf.Q_STAT)
+    try:
+        live = Status(pid=4242, cluster_id="live-one")
+        cache.set(f"{Conf.Q_STAT}:live-one", SignedPackage.dumps(live, True), 30)
+        keys = [f"{Conf.Q_STAT}:gone-one", f"{Conf.Q_STAT}:live-one"]
+        cache.set(Conf.Q_STAT, keys, None)
+
+        assert [stat.pid for stat in cluster_stats()] == [4242]
+        assert cache.get(Conf.Q_STAT) == keys  # not rewritten
+    finally:
+        cache.delete(f"{Conf.Q_STAT}:live-one")
+        cache.set(Conf.Q_STAT, saved or [], None)
