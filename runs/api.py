@@ -38,6 +38,7 @@ from runs.names import TASK_NAME_RE, script_path, validate_task_name
 from runs.openapi import openapi_document
 from runs.parameters import ParamError, params_to_argv, read_parameters
 from runs.serializers import run_json, task_json
+from runs.templatetags.runs_pages import url_origin
 
 # One read of a log returns at most this much; X-Log-Size tells the caller
 # whether to ask again. The download streams the whole log.
@@ -317,6 +318,17 @@ def _apply_task_fields(task: Task, body: dict[str, Any]) -> None:
 # --- tasks -------------------------------------------------------------------
 
 
+def _task_for(request: HttpRequest, task: Task, **kwargs: Any) -> dict[str, Any]:
+    """The task object as this caller may see it: as on the task page, a
+    webhook's path and query (which often carry its token) are shown only to
+    those who may change the task; others see scheme://host/…."""
+    data = task_json(task, **kwargs)
+    if not request.user.has_perm("runs.change_task"):
+        for hook in data["webhooks"]:
+            hook["url"] = url_origin(hook["url"])
+    return data
+
+
 @permission_required("runs.view_task")
 def list_tasks(request: HttpRequest) -> HttpResponse:
     # Meta.ordering does not apply to a query with an aggregate.
@@ -325,7 +337,7 @@ def list_tasks(request: HttpRequest) -> HttpResponse:
         [t.last_run_id for t in tasks if t.last_run_id]
     )
     return JsonResponse(
-        {"tasks": [task_json(t, last_run=last_runs.get(t.last_run_id)) for t in tasks]}
+        {"tasks": [_task_for(request, t, last_run=last_runs.get(t.last_run_id)) for t in tasks]}
     )
 
 
@@ -357,12 +369,12 @@ def create_task(request: HttpRequest) -> HttpResponse:
             # The row goes with the transaction; the file must go too.
             scripts.delete_script(name)
             raise
-    return JsonResponse({"task": task_json(task, with_code=True)}, status=201)
+    return JsonResponse({"task": _task_for(request, task, with_code=True)}, status=201)
 
 
 @permission_required("runs.view_task")
 def get_task(request: HttpRequest, name: str) -> HttpResponse:
-    return JsonResponse({"task": task_json(_get_task(name), with_code=True)})
+    return JsonResponse({"task": _task_for(request, _get_task(name), with_code=True)})
 
 
 @permission_required("runs.change_task")
@@ -384,7 +396,7 @@ def update_task(request: HttpRequest, name: str) -> HttpResponse:
         automation.apply_related(task, body)
         if "code" in body:
             scripts.save_code(task, body["code"], author=request.user)
-    return JsonResponse({"task": task_json(task, with_code=True)})
+    return JsonResponse({"task": _task_for(request, task, with_code=True)})
 
 
 @permission_required("runs.delete_task")

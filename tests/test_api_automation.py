@@ -220,6 +220,28 @@ def test_put_sets_notifications_and_never_shows_webhook_secrets(editor, job):
     assert (job.alert_after, job.slow_factor) == (86400, None)
 
 
+def test_webhook_urls_show_their_path_only_to_editors(editor, operator, viewer, job):
+    """A webhook's path and query often carry its token (Slack, Teams): like
+    the task page, the API shows them only to those who may change the task."""
+    job.webhooks.create(url="https://hooks.example.com/services/T0/B0/s3cr3t?token=abc")
+    job.webhooks.create(url="https://plain.example.com")
+    masked = ["https://hooks.example.com/…", "https://plain.example.com"]
+    for caller in (viewer, operator):
+        listed = caller.get("/api/tasks").json()["tasks"]
+        one = caller.get("/api/tasks/job").json()["task"]
+        for task in (listed[0], one):
+            assert sorted(hook["url"] for hook in task["webhooks"]) == masked
+        assert "s3cr3t" not in caller.get("/api/tasks").content.decode()
+        assert "token=abc" not in caller.get("/api/tasks/job").content.decode()
+    full = sorted(hook["url"] for hook in editor.get("/api/tasks/job").json()["task"]["webhooks"])
+    assert full == [
+        "https://hooks.example.com/services/T0/B0/s3cr3t?token=abc",
+        "https://plain.example.com",
+    ]
+    listed = editor.get("/api/tasks").json()["tasks"][0]["webhooks"]
+    assert "https://hooks.example.com/services/T0/B0/s3cr3t?token=abc" in [h["url"] for h in listed]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
