@@ -5,6 +5,7 @@ these views only check permissions, read forms and pick a template."""
 from __future__ import annotations
 
 import codecs
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from runs.forms import RunFilterForm, RunTaskForm
 from runs.models import LogChunk, Run, Task
 from runs.parameters import read_parameters
 from runs.revisions import diff_lines, revision_history
+from runs.templatetags.runs_pages import duration
 
 S = Run.Status
 
@@ -324,7 +326,11 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 
 def _get_run(run_id: int) -> Run:
-    return get_object_or_404(
+    return get_object_or_404(_runs_for_page(), pk=run_id)
+
+
+def _runs_for_page() -> QuerySet[Run]:
+    return (
         Run.objects.select_related(
             "task",
             "triggered_by",
@@ -334,8 +340,9 @@ def _get_run(run_id: int) -> Run:
             "schedule__task",
             "upstream",
             "upstream__task",
-        ),
-        pk=run_id,
+        )
+        # The resource series is drawn by the full page only.
+        .defer("usage")
     )
 
 
@@ -380,11 +387,11 @@ def _wait_left(run: Run) -> timedelta | None:
 
 
 def _run_context(run: Run) -> dict[str, Any]:
+    """What the parts the live endpoint swaps in show (summary, buttons,
+    history, code)."""
     attempts = chains.attempts(run)
     return {
         "run": run,
-        # What the user typed may hold a secret's value: shown masked.
-        "run_env": vault.masker_for(run.task).mask_json(run.env),
         "events": list(run.events.all()),
         "changes": code_changes(run),
         # A run without retries is a chain of one: nothing to show.
@@ -398,17 +405,59 @@ def _run_context(run: Run) -> dict[str, Any]:
 @login_required
 @view_runs
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _get_run(run_id)
+    run = get_object_or_404(_runs_for_page().defer(None), pk=run_id)
     start = max(0, run.log_size - LOG_TAIL_BYTES)
     start, text, end = read_log_text(run.pk, start, LOG_TAIL_BYTES)
     context = _run_context(run)
     context.update(
+        # What the user typed may hold a secret's value: shown masked.
+        run_env=vault.masker_for(run.task).mask_json(run.env),
         log_start=start,
         log_text=text,
         log_end=end,
         live=run.is_active,
+        version=_live_version(run),
     )
     return render(request, "runs/run_detail.html", context)
+
+
+# What the swapped parts of the run page show of a live run. While none of
+# these changes (nor its history of states), a poll of the live endpoint
+# renders nothing: it sends the new log and the ticking times only.
+# A run's retries and downstream runs appear after its end, and the parts of
+# an ended run are always sent.
+LIVE_FIELDS = (
+    "status",
+    "reason",
+    "cancel_requested",
+    "progress",
+    "progress_message",
+    "exit_code",
+    "started_at",
+    "finished_at",
+    "not_before",
+    "dispatched_at",
+    "worker",
+    "code_hash",
+    "revision_id",
+    "result",
+)
+
+
+def _live_version(run: Run) -> str:
+    last_event = run.events.order_by("-id").values_list("id", flat=True).first()
+    values = repr([getattr(run, name) for name in LIVE_FIELDS] + [last_event])
+    return hashlib.blake2b(values.encode(), digest_size=8).hexdigest()
+
+
+def _ticking(run: Run) -> dict[str, str | None]:
+    """The times of the summary that move with the clock alone, as its
+    template writes them."""
+    wait = None
+    if run.status == S.QUEUED and run.not_before is not None:
+        left = _wait_left(run)
+        wait = f"in {duration(left)}" if left else "due now"
+    return {"duration": duration(run.duration), "wait_left": wait}
 
 
 def read_log_text(run_id: int, start: int, limit: int) -> tuple[int, str, int]:
@@ -448,38 +497,46 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     # The run row is read before the log: once it says the run has ended,
     # every byte of its log is already stored.
     run = _get_run(run_id)
+    version = _live_version(run)
     size = run.log_size
     reset = size - offset > LOG_CATCH_UP_BYTES
     if reset:
         start, text, end = read_log_text(run.pk, max(0, size - LOG_TAIL_BYTES), LOG_TAIL_BYTES)
+    elif offset >= size:
+        # Nothing new (the page polls several times a second): no log query.
+        start, text, end = offset, "", offset
     else:
         start, text, end = read_log_text(run.pk, offset, LOG_LIVE_MAX_BYTES)
-    context = _run_context(run)
-    return JsonResponse(
-        {
-            "status": run.status,
-            "active": run.is_active,
-            "waiting": run.not_before is not None,
-            "progress": run.progress,
-            "progress_message": run.progress_message,
-            "exit_code": run.exit_code,
-            "cancel_requested": run.cancel_requested,
-            "log": {
-                "start": start,
-                "text": text,
-                "offset": end,
-                "size": max(size, end),
-                "reset": reset,
-                "more": end < size,
-            },
-            "html": {
-                "summary": render_to_string("runs/_run_summary.html", context, request),
-                "actions": render_to_string("runs/_run_actions.html", context, request),
-                "events": render_to_string("runs/_run_events.html", context, request),
-                "code": render_to_string("runs/_run_code.html", context, request),
-            },
+    data = {
+        "status": run.status,
+        "active": run.is_active,
+        "waiting": run.not_before is not None,
+        "progress": run.progress,
+        "progress_message": run.progress_message,
+        "exit_code": run.exit_code,
+        "cancel_requested": run.cancel_requested,
+        "version": version,
+        **_ticking(run),
+        "log": {
+            "start": start,
+            "text": text,
+            "offset": end,
+            "size": max(size, end),
+            "reset": reset,
+            "more": end < size,
+        },
+    }
+    # The parts are rendered only when what they show has changed (or the
+    # caller does not say what it has).
+    if request.GET.get("version") != version or not run.is_active:
+        context = _run_context(run)
+        data["html"] = {
+            "summary": render_to_string("runs/_run_summary.html", context, request),
+            "actions": render_to_string("runs/_run_actions.html", context, request),
+            "events": render_to_string("runs/_run_events.html", context, request),
+            "code": render_to_string("runs/_run_code.html", context, request),
         }
-    )
+    return JsonResponse(data)
 
 
 @never_cache

@@ -444,6 +444,38 @@ def test_a_page_far_behind_a_live_log_jumps_to_its_tail(new_page, viewer, make_t
     expect(page.locator("[data-live-note]")).to_be_hidden()
 
 
+def test_the_run_page_ticks_its_duration_and_swaps_parts_only_when_they_change(
+    new_page, viewer, make_task
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    task = make_task("slow", 'print("x")\n')
+    started = timezone.now() - timedelta(seconds=5)
+    run = Run.objects.create(task=task, status=Run.Status.RUNNING, started_at=started)
+    page = new_page()
+    log_in(page, viewer)
+    lives = []
+    page.on("request", lambda request: "/live?" in request.url and lives.append(request.url))
+    page.goto(f"/runs/{run.pk}/")
+    # A marker in the summary survives the polls while nothing it shows
+    # changes, though the duration moves with the clock.
+    page.evaluate("document.querySelector('#run-summary dl').dataset.mark = 'kept'")
+    duration = page.locator("#run-duration")
+    shown = duration.text_content()
+    expect(duration).not_to_have_text(shown)
+    # (Playwright delivers the page's events while it waits on the page.)
+    page.wait_for_timeout(1500)
+    assert len(lives) >= 4, "the page polls a few times a second"
+    assert all("&version=" in url for url in lives)
+    expect(page.locator("#run-summary dl[data-mark=kept]")).to_have_count(1)
+    # Progress changes what the summary shows: it is rendered again.
+    Run.objects.filter(pk=run.pk).update(progress=40, progress_message="reading")
+    expect(page.locator("#run-summary .progress")).to_contain_text("40% · reading")
+    expect(page.locator("#run-summary dl[data-mark=kept]")).to_have_count(0)
+
+
 def test_a_long_log_shows_its_tail_and_loads_earlier_parts(new_page, viewer, make_task):
     from runs.models import LogChunk
     from runs.views import LOG_TAIL_BYTES

@@ -667,6 +667,79 @@ def test_live_endpoint_refuses_a_bad_offset(viewer_client, task):
     assert viewer_client.get(url + "?offset=-5").status_code == 400
 
 
+def _tables(queries) -> list[str]:
+    """The tables a list of captured queries read, in order."""
+    found = []
+    for query in queries:
+        sql = query["sql"]
+        found.append(sql.split(" FROM ")[1].split()[0].strip('"') if " FROM " in sql else sql)
+    return found
+
+
+def test_live_endpoint_renders_the_parts_only_when_they_change(viewer_client, task):
+    """The run page polls several times a second: a poll that finds nothing
+    new reads the run and its last state change, and renders nothing."""
+    started = timezone.now() - timedelta(seconds=3)
+    run = Run.objects.create(task=task, status=S.RUNNING, started_at=started, progress=10)
+    RunEvent.objects.create(run=run, from_status="queued", to_status="running")
+    page = viewer_client.get(reverse("runs:detail", args=[run.pk]))
+    version = page.context["version"]
+    assert f'data-version="{version}"' in page.content.decode()
+    assert 'id="run-duration"' in page.content.decode()
+    url = reverse("runs:live", args=[run.pk])
+
+    def poll(offset: int = 0, version: str | None = version) -> tuple[dict, list[str]]:
+        query = f"?offset={offset}" + (f"&version={version}" if version is not None else "")
+        with CaptureQueriesContext(connection) as queries:
+            data = viewer_client.get(url + query).json()
+        return data, _tables(queries.captured_queries)
+
+    data, tables = poll()
+    assert "html" not in data and data["version"] == version
+    assert data["log"]["text"] == "" and data["duration"].endswith(" s")
+    # The session, the user and their permissions, the run, its last event.
+    assert [t for t in tables if t.startswith("runs_")] == ["runs_run", "runs_runevent"]
+    assert len(tables) <= 6, tables
+
+    add_log(run, b"one\n")
+    data, tables = poll()
+    assert data["log"]["text"] == "one\n" and "html" not in data
+    assert [t for t in tables if t.startswith("runs_")] == [
+        "runs_run",
+        "runs_runevent",
+        "runs_logchunk",
+        "runs_logchunk",
+    ]
+
+    # What the parts show changed: they come again, with the new version.
+    Run.objects.filter(pk=run.pk).update(progress=50, progress_message="half way")
+    data, _ = poll(offset=4)
+    assert "half way" in data["html"]["summary"] and data["version"] != version
+    version = data["version"]
+    assert "html" not in poll(offset=4, version=version)[0]
+    RunEvent.objects.create(run=run, from_status="running", to_status="running", reason="moved")
+    data, _ = poll(offset=4, version=version)
+    assert "moved" in data["html"]["events"]
+    # Without a version (an older page), or once the run ended, always.
+    assert "html" in poll(offset=4, version=None)[0]
+    version = data["version"]
+    Run.objects.filter(pk=run.pk).update(status=S.SUCCEEDED, finished_at=timezone.now())
+    data, _ = poll(offset=4, version=version)
+    assert data["active"] is False and 'data-status="succeeded"' in data["html"]["summary"]
+    assert "html" in poll(offset=4, version=data["version"])[0]
+
+
+def test_live_endpoint_sends_the_ticking_times(viewer_client, task):
+    later = timezone.now() + timedelta(minutes=10)
+    run = Run.objects.create(task=task, status=S.QUEUED, not_before=later)
+    data = viewer_client.get(reverse("runs:live", args=[run.pk])).json()
+    assert data["wait_left"].startswith("in 9 m") and data["duration"] == "—"
+    assert f'id="wait-left">{data["wait_left"]}<' in data["html"]["summary"]
+    Run.objects.filter(pk=run.pk).update(not_before=timezone.now() - timedelta(seconds=1))
+    data = viewer_client.get(reverse("runs:live", args=[run.pk])).json()
+    assert data["wait_left"] == "due now"
+
+
 def test_live_summary_has_the_buttons_for_an_operator(operator_client, task):
     run = Run.objects.create(task=task, status=S.RUNNING, started_at=timezone.now())
     data = operator_client.get(reverse("runs:live", args=[run.pk])).json()

@@ -1,8 +1,9 @@
 // The run page: while the run is live, poll its live endpoint for state,
-// progress and the log after the bytes already shown; follow the end of the
-// log unless the user scrolled up; load earlier parts of a long log on request.
-// Once the run ends, ask once more a little later, for its retry or the runs
-// it started next.
+// progress and the log after the bytes already shown (a few times a second
+// while the tab is seen, every few seconds while it is hidden or the run waits
+// for its time); follow the end of the log unless the user scrolled up; load
+// earlier parts of a long log on request. Once the run ends, ask once more a
+// little later, for its retry or the runs it started next.
 (function () {
   "use strict";
   var root = document.getElementById("run");
@@ -20,7 +21,9 @@
   var code = document.getElementById("run-code");
   var note = document.querySelector("[data-live-note]");
 
-  var VISIBLE_MS = 700;
+  // A line printed shows within this plus the time to store it (goal: half
+  // a second). The endpoint renders nothing when only the log has moved.
+  var VISIBLE_MS = 250;
   var HIDDEN_MS = 5000;
   var MAX_FAILURES = 30;
   // What follows a run's end (its retry, downstream runs) is written just
@@ -37,6 +40,9 @@
   var waiting = root.dataset.waiting === "1";
   // What the buttons were rendered for: "<status>:<cancel requested>".
   var state = root.dataset.state;
+  // What the swapped parts were rendered from; the endpoint renders them
+  // again only when it changes.
+  var version = root.dataset.version || "";
   var failures = 0;
   var timer = null;
   // A page opened on an ended run has nothing to wait for.
@@ -105,6 +111,11 @@
     element.innerHTML = html;
   }
 
+  function setText(id, text) {
+    var element = document.getElementById(id);
+    if (element && text != null && element.textContent !== text) element.textContent = text;
+  }
+
   function apply(data) {
     var follow = atEnd();
     if (data.log.reset) reset(data.log.start, data.log.text);
@@ -113,16 +124,22 @@
     if (follow) trim();
     showFirst();
     sizeLabel.textContent = formatBytes(data.log.size);
-    swap(summary, data.html.summary);
-    swap(events, data.html.events);
-    swap(code, data.html.code);
-    // The buttons change only with the state; swapping them on every poll
-    // could eat a click that lands between mousedown and mouseup.
-    var next = data.status + ":" + data.cancel_requested;
-    if (next !== state) {
-      actions.innerHTML = data.html.actions;
-      state = next;
+    if (data.html) {
+      swap(summary, data.html.summary);
+      swap(events, data.html.events);
+      swap(code, data.html.code);
+      // The buttons change only with the state; swapping them on every poll
+      // could eat a click that lands between mousedown and mouseup.
+      var next = data.status + ":" + data.cancel_requested;
+      if (next !== state) {
+        actions.innerHTML = data.html.actions;
+        state = next;
+      }
     }
+    version = data.version;
+    // The times that move with the clock alone, between two renders.
+    setText("run-duration", data.duration);
+    setText("wait-left", data.wait_left);
     active = data.active;
     waiting = data.waiting;
     if (follow) toEnd();
@@ -145,7 +162,8 @@
 
   function poll() {
     var more = false;
-    fetch(root.dataset.liveUrl + "?offset=" + offset, {
+    var url = root.dataset.liveUrl + "?offset=" + offset;
+    fetch(url + "&version=" + encodeURIComponent(version), {
       credentials: "same-origin",
       headers: { Accept: "application/json" },
     })
