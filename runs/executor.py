@@ -176,7 +176,9 @@ class Supervisor:
         self.reader = OutputReader(self.proc.stdout, self.wake)
         self.reader.start()
         self.deadline = time.monotonic() + self.task.timeout
-        self._write(pid=self.proc.pid)
+        # Rides along with the first write (most trivial scripts: the end);
+        # until then the watchdog is what guards the script.
+        self.unwritten["pid"] = self.proc.pid
         return True
 
     def _record_code(self, script) -> None:
@@ -420,7 +422,12 @@ class Supervisor:
                     fields["log_size"] = self.sink.size
                     fields["log_truncated"] = self.sink.truncated
                     done = services.finish_run(
-                        self.run_id, self.worker, status=status, reason=reason, **fields
+                        self.run_id,
+                        self.worker,
+                        status=status,
+                        reason=reason,
+                        known=self.run_obj,
+                        **fields,
                     )
                 break
             except DatabaseError as exc:

@@ -46,18 +46,19 @@ LOG_TAIL_BYTES = 2048
 # --- what happened ---------------------------------------------------------------
 
 
-def run_ended(run: Run, *, final: bool) -> None:
-    """After a run's end (not skipped or cancelled ones)."""
+def run_ended(run: Run, *, final: bool, webhooks: bool | None = None) -> None:
+    """After a run's end (not skipped or cancelled ones). ``webhooks``: whether
+    the task has an enabled webhook, when the caller already knows."""
     if run.status == S.SUCCEEDED or run.status in FAILURES:
         check_slow_run(run)
-    if not final or not _anyone_listens(run.task):
+    if not final or not _anyone_listens(run.task, webhooks):
         return
     event = outcome_event(run)
     if event is not None:
         notify(run.task, event, run=run, message=describe(run, event))
 
 
-def _anyone_listens(task: Task) -> bool:
+def _anyone_listens(task: Task, webhooks: bool | None = None) -> bool:
     """Whether an outcome of ``task`` could be sent anywhere: most tasks have
     no recipient and no webhook, and their runs need not work out whether
     they ended a failure streak."""
@@ -65,6 +66,8 @@ def _anyone_listens(task: Task) -> bool:
         task.email_on_failure or task.email_on_success or task.email_on_recovery
     ):
         return True
+    if webhooks is not None:
+        return webhooks
     return task.webhooks.filter(enabled=True).exists()
 
 

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from django.db import transaction
 
-from runs.models import LogChunk
+from runs import rows
 
 PROGRESS = b"::progress::"
 RESULT = b"::result::"
@@ -180,7 +180,7 @@ class LogSink:
         transaction, so the log and the run's log_size move together."""
         if not data:
             return
-        LogChunk.objects.create(run_id=self.run_id, start=self.size, data=data)
+        rows.insert_chunk(self.run_id, self.size, data)
         self.size += len(data)
 
     def note(self, text: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -15,6 +14,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from runs import rows
 from runs.models import Run, RunEvent, Task
 
 logger = logging.getLogger(__name__)
@@ -42,41 +42,48 @@ def transition(
     actor: str = "",
     reason: str = "",
     where: dict | None = None,
+    alone: bool = False,
+    known: Run | None = None,
     **fields,
 ) -> bool:
     """Compare-and-set a run's state: change it to ``to`` only if it is still in
-    one of ``allowed_from`` (and matches ``where``), and record the change.
-    Returns whether this call made the change."""
+    one of ``allowed_from`` (and matches ``where``; with ``alone``, only if no
+    other run of its task is running), and record the change. Returns whether
+    this call made the change.
+
+    ``known``: the caller's copy of the run; on a change it gets the new
+    values, and what follows a run's end starts from it instead of reading
+    the run again."""
     allowed_from = list(allowed_from)
-    with transaction.atomic():
-        current = (
-            Run.objects.filter(pk=run_id, status__in=allowed_from, **(where or {}))
-            .values_list("status", flat=True)
-            .first()
-        )
-        if current is None:
-            return False
+    # No savepoint inside a caller's transaction: a failure here fails the
+    # caller's transaction anyway, and a savepoint is two statements.
+    with transaction.atomic(savepoint=False):
+        if len(allowed_from) == 1:
+            # The update below is the compare-and-set; a read first would
+            # only tell which of several states it was in.
+            current = allowed_from[0]
+        else:
+            current = (
+                Run.objects.filter(pk=run_id, status__in=allowed_from, **(where or {}))
+                .values_list("status", flat=True)
+                .first()
+            )
+            if current is None:
+                return False
         if to in S.final():
             # A run's reason says why it ended as it did.
             fields["reason"] = reason[:500]
-        changed = (
-            Run.objects.filter(pk=run_id, status=current, **(where or {})).update(
-                status=to, **fields
-            )
-            == 1
-        )
+        fields["status"] = to
+        changed = rows.update_run(run_id, fields, status=current, where=where, alone=alone)
         if changed:
-            RunEvent.objects.create(
-                run_id=run_id,
-                from_status=current,
-                to_status=to,
-                actor=actor[:200],
-                reason=reason[:500],
-            )
+            rows.insert_event(run_id, current, to, actor[:200], reason[:500])
+            if known is not None:
+                for name, value in fields.items():
+                    setattr(known, name, value)
             if to in S.final():
                 # The next waiting run, retries, downstream tasks and
                 # notifications; robust: the end itself is already recorded.
-                transaction.on_commit(lambda: after_run_end(run_id), robust=True)
+                transaction.on_commit(lambda: after_run_end(run_id, known), robust=True)
     return changed
 
 
@@ -111,8 +118,9 @@ def start_run(
     with transaction.atomic():
         task = Task.objects.select_for_update().get(pk=task.pk)
         _check_startable(task)
-        if not delayed:
-            _admit(task, actor=actor)
+        # Nothing else of the task alive (most starts): the new run is the
+        # next one, and gets its job without looking for others in line.
+        alone = not delayed and not _admit(task, actor=actor)
         run = Run.objects.create(
             task=task,
             trigger=trigger,
@@ -126,12 +134,15 @@ def start_run(
             schedule=schedule,
             retry_of=retry_of,
             upstream=upstream,
+            dispatched_at=timezone.now() if alone else None,
         )
         reason = f"started by {actor}"
         if delayed:
             reason += f", waiting until {not_before.isoformat(timespec='seconds')}"
         RunEvent.objects.create(run=run, to_status=S.QUEUED, actor=actor, reason=reason)
-        if not delayed and _dispatch_next(task) == run.pk:
+        if alone:
+            transaction.on_commit(lambda: enqueue(run))
+        elif not delayed and _dispatch_next(task) == run.pk:
             run.dispatched_at = timezone.now()
     return run
 
@@ -162,21 +173,22 @@ def _check_startable(task: Task) -> None:
         raise RunRefused(f"The script of task '{task.name}' is missing.")
 
 
-def _admit(task: Task, *, actor: str, exclude: int | None = None) -> None:
+def _admit(task: Task, *, actor: str, exclude: int | None = None) -> bool:
     """Apply the task's overlap policy to one more start. Call with the task
-    row locked. Raises RunRefused when the start must not happen."""
+    row locked. Raises RunRefused when the start must not happen; returns
+    whether another run of the task was alive (the new one then waits)."""
     live = list(
         task.runs.filter(status__in=S.active(), not_before__isnull=True)
         .exclude(pk=exclude)
         .order_by("-status", "id")  # the running one first
     )
     if not live:
-        return
+        return False
     head = live[0]
     if task.overlap == Task.Overlap.QUEUE:
         waiting = sum(1 for r in live if r.status == S.QUEUED and r.dispatched_at is None)
         if waiting < task.max_queued:
-            return
+            return True
         raise RunRefused(
             f"Task '{task.name}' already has run #{head.pk} {head.status} and "
             f"{waiting} waiting (at most {task.max_queued}).",
@@ -188,7 +200,7 @@ def _admit(task: Task, *, actor: str, exclude: int | None = None) -> None:
                 request_cancel(other, actor=actor, reason=f"replaced by a new run ({actor})")
             except RunNotActive:
                 pass
-        return
+        return True
     raise RunRefused(f"Task '{task.name}' already has run #{head.pk} {head.status}.", run=head)
 
 
@@ -254,18 +266,20 @@ def _release_task(task_id: int) -> None:
         _dispatch_next(task)
 
 
-def after_run_end(run_id: int) -> None:
+def after_run_end(run_id: int, run: Run | None = None) -> None:
     """What follows a run's end, after its commit: the next waiting run of the
-    task, then a retry, or else the downstream tasks; then notifications."""
-    run = Run.objects.select_related("task").filter(pk=run_id).first()
+    task, then a retry, or else the downstream tasks; then notifications.
+    ``run``: the ended run as its supervisor knows it (spares a read)."""
     if run is None:
-        return
-    # Most tasks have no run waiting in line: a read spares them a write
-    # transaction (on SQLite, the database's one write lock). A run queued
-    # after this read finds this one ended and is dispatched by its start.
-    if Run.objects.filter(
-        task_id=run.task_id, status=S.QUEUED, dispatched_at__isnull=True, not_before__isnull=True
-    ).exists():
+        run = Run.objects.select_related("task").filter(pk=run_id).first()
+        if run is None:
+            return
+    # Most runs have no run waiting in line, no downstream task and no
+    # webhook: one read says so. Nobody waiting spares a write transaction
+    # (on SQLite the database's one write lock); a run queued after this
+    # read finds this one ended and is dispatched by its start.
+    waiting, downstream, webhooks = rows.what_follows(run.task_id)
+    if waiting:
         with transaction.atomic():
             task = Task.objects.select_for_update().filter(pk=run.task_id).first()
             if task is not None:
@@ -276,11 +290,11 @@ def after_run_end(run_id: int) -> None:
     # The last attempt of a chain decides what follows; an attempt with a
     # retry behind it stays between the task and its history.
     final = retry is None or retry.status == S.SKIPPED
-    if final:
+    if final and downstream:
         _start_downstream(run)
     from runs import notifications
 
-    notifications.run_ended(run, final=final)
+    notifications.run_ended(run, final=final, webhooks=webhooks)
 
 
 def retry_delay(task: Task, attempt: int) -> float:
@@ -353,27 +367,21 @@ def _start_downstream(run: Run) -> list[Run]:
 
 
 def enqueue(run: Run) -> None:
-    """Hand the run to the broker (after commit)."""
-    from django_q.conf import Conf
+    """Hand the run to the broker (after commit). The job carries the run's
+    id, which is how ``rescue_stranded_runs`` recognises it in the broker."""
     from django_q.tasks import async_task
 
     try:
-        # One write for the job and its id (the ORM broker's row is in the
-        # same database): on SQLite a second one would queue behind the
-        # database's one write lock, and the woken pusher with it. (A job
-        # that runs at once, django-q2's sync mode, must not run inside it.)
-        with transaction.atomic() if not Conf.SYNC else nullcontext():
-            job_id = async_task(
-                "runs.executor.execute_run",
-                run.pk,
-                task_name=f"{run.task.name}#{run.pk}",
-                group="taskrun",
-                # The run's row is the record; django-q2's Success row (and
-                # its save_limit pruning, which locks every kept row) is a
-                # write per run that nothing reads. A failed job is saved.
-                save=False,
-            )
-            Run.objects.filter(pk=run.pk).update(job_id=str(job_id or ""))
+        async_task(
+            "runs.executor.execute_run",
+            run.pk,
+            task_name=f"{run.task.name}#{run.pk}",
+            group="taskrun",
+            # The run's row is the record; django-q2's Success row (and its
+            # save_limit pruning, which locks every kept row) is a write per
+            # run that nothing reads. A failed job is saved.
+            save=False,
+        )
     except Exception as exc:
         # The run is committed and stays queued: rescue_stranded_runs gives
         # it a job once the broker answers. The caller's start stands.
@@ -398,20 +406,20 @@ def rescue_stranded_runs() -> list[int]:
     cutoff = timezone.now() - timedelta(seconds=settings.LEASE_SECONDS)
     stranded = list(
         Run.objects.filter(status=S.QUEUED, dispatched_at__lt=cutoff).values_list(
-            "pk", "dispatched_at", "job_id"
+            "pk", "dispatched_at"
         )
     )
     if not stranded:
         return []
     try:
-        waiting = _jobs_waiting_in_broker()
+        waiting = _runs_waiting_in_broker()
     except Exception as exc:
         # A new job could not be handed over either; next time.
         logger.warning("rescuing queued runs: the broker does not answer: %s", exc)
         return []
     rescued = []
-    for run_id, dispatched_at, job_id in stranded:
-        if job_id and job_id in waiting:
+    for run_id, dispatched_at in stranded:
+        if run_id in waiting:
             continue  # Not taken yet: every worker is busy, or none is up.
         # Only one housekeeper wins a run, and each may again a lease later.
         if not Run.objects.filter(pk=run_id, status=S.QUEUED, dispatched_at=dispatched_at).update(
@@ -419,14 +427,14 @@ def rescue_stranded_runs() -> list[int]:
         ):
             continue
         run = Run.objects.select_related("task").get(pk=run_id)
-        logger.warning("run %s: its job %s went missing; giving it a new one", run_id, job_id)
+        logger.warning("run %s: its job went missing; giving it a new one", run_id)
         enqueue(run)
         rescued.append(run_id)
     return rescued
 
 
-def _jobs_waiting_in_broker() -> set[str]:
-    """Ids of the jobs in the broker that no cluster has taken yet."""
+def _runs_waiting_in_broker() -> set[int]:
+    """Ids of the runs whose job waits in the broker, not taken by a cluster."""
     from django_q.brokers import get_broker
     from django_q.conf import Conf
     from django_q.models import OrmQ
@@ -435,52 +443,56 @@ def _jobs_waiting_in_broker() -> set[str]:
     broker = get_broker()
     if Conf.ORM:
         rows = OrmQ.objects.using(Conf.ORM).filter(key=broker.list_key, lock__lte=timezone.now())
-        return {str(row.task_id()) for row in rows}
-    ids = set()
-    if Conf.REDIS:
+        jobs = [row.task for row in rows]
+    elif Conf.REDIS:
+        jobs = []
         for payload in broker.connection.lrange(broker.list_key, 0, -1):
             try:
-                ids.add(str(SignedPackage.loads(payload)["id"]))
+                jobs.append(SignedPackage.loads(payload))
             except Exception:
                 continue
-    return ids
+    else:
+        jobs = []
+    return {
+        job["args"][0]
+        for job in jobs
+        if job.get("func") == "runs.executor.execute_run" and job.get("args")
+    }
 
 
 def claim_run(run_id: int, worker: str) -> Run | None:
     """Take a queued run for this worker. Returns None when there is nothing to
     do: the run is not queued any more (a redelivered job), or it lost the race
-    to another run of its task (it is then marked skipped)."""
+    to another run of its task (it is then marked skipped).
+
+    Every run goes through here, so it is a handful of statements: the claim
+    is one conditional update (queued, and no other run of the task running),
+    its event, and the read of the run for the supervisor."""
+    now = timezone.now()
     try:
         with transaction.atomic():
-            row = Run.objects.filter(pk=run_id).values_list("task_id", "status").first()
-            if row is None or row[1] != S.QUEUED:
-                return None
             if connection.features.has_select_for_update:
                 # The task first, as start_run locks it (on SQLite the
                 # IMMEDIATE transaction already holds the one write lock).
-                Task.objects.select_for_update().filter(pk=row[0]).values_list("pk").first()
-            run = Run.objects.select_for_update().select_related("task").get(pk=run_id)
-            if run.status != S.QUEUED:
-                return None
-            other = (
-                Run.objects.filter(task_id=run.task_id, status=S.RUNNING).exclude(pk=run_id).first()
+                # Joined to the run, so both rows are locked.
+                Task.objects.select_for_update().filter(runs__pk=run_id).values_list("pk").first()
+            claimed = transition(
+                run_id,
+                to=S.RUNNING,
+                allowed_from=[S.QUEUED],
+                alone=True,
+                actor=worker,
+                reason=f"claimed by {worker}",
+                started_at=now,
+                heartbeat_at=now,
+                worker=worker,
             )
-            if other is None:
-                now = timezone.now()
-                claimed = {"started_at": now, "heartbeat_at": now, "worker": worker}
-                if transition(
-                    run_id,
-                    to=S.RUNNING,
-                    allowed_from=[S.QUEUED],
-                    actor=worker,
-                    reason=f"claimed by {worker}",
-                    **claimed,
-                ):
-                    run.status = S.RUNNING
-                    for name, value in claimed.items():
-                        setattr(run, name, value)
-                    return run
-                return None
+        if claimed:
+            return Run.objects.select_related("task").get(pk=run_id)
+        row = Run.objects.filter(pk=run_id).values_list("task_id", "status").first()
+        if row is None or row[1] != S.QUEUED:
+            return None  # Redelivered, cancelled or gone: nothing to do.
+        other = Run.objects.filter(task_id=row[0], status=S.RUNNING).exclude(pk=run_id).first()
     except IntegrityError:
         # The partial unique index: another worker set a run of this task
         # running between our check and our write.
@@ -528,15 +540,19 @@ def request_cancel(run: Run, user=None, actor: str = "", reason: str = "") -> Ru
 def record_progress(run_id: int, worker: str, **fields) -> bool:
     """The supervisor's periodic write: heartbeat, progress, log size. False
     when this worker no longer holds the run (the lease was lost)."""
-    return (
-        Run.objects.filter(pk=run_id, status=S.RUNNING, worker=worker).update(
-            heartbeat_at=timezone.now(), **fields
-        )
-        == 1
-    )
+    fields["heartbeat_at"] = timezone.now()
+    return rows.update_run(run_id, fields, status=S.RUNNING, where={"worker": worker})
 
 
-def finish_run(run_id: int, worker: str, *, status: str, reason: str = "", **fields) -> bool:
+def finish_run(
+    run_id: int,
+    worker: str,
+    *,
+    status: str,
+    reason: str = "",
+    known: Run | None = None,
+    **fields,
+) -> bool:
     """The supervisor's last write, fenced: only the worker that holds the
     running run may end it."""
     return transition(
@@ -546,6 +562,7 @@ def finish_run(run_id: int, worker: str, *, status: str, reason: str = "", **fie
         where={"worker": worker},
         actor=worker,
         reason=reason,
+        known=known,
         finished_at=timezone.now(),
         **fields,
     )
@@ -559,11 +576,11 @@ def reap_lost_runs(*, actor: str = "reaper") -> list[int]:
     cutoff = timezone.now() - timedelta(seconds=settings.LEASE_SECONDS)
     stale = list(
         Run.objects.filter(status=S.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", "heartbeat_at", "worker", "pid"
+            "pk", "heartbeat_at", "worker"
         )
     )
     reaped = []
-    for run_id, heartbeat_at, worker, pid in stale:
+    for run_id, heartbeat_at, worker in stale:
         if transition(
             run_id,
             to=S.LOST,
@@ -577,7 +594,8 @@ def reap_lost_runs(*, actor: str = "reaper") -> list[int]:
             logger.warning(
                 "run %s lost: no heartbeat from %s since %s", run_id, worker, heartbeat_at
             )
-            if pid and worker.rsplit(":", 1)[0] == settings.WORKER_HOST:
+            # (Its pid may not be written yet: the first write carries it.)
+            if worker.rsplit(":", 1)[0] == settings.WORKER_HOST:
                 process.kill_run_processes(run_id, worker)
     return reaped
 

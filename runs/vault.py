@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
+from django.db.models import F, Q
 
 from runs.models import Secret, Task
 
@@ -91,14 +92,12 @@ def delete_secret(name: str, *, task: Task | None = None) -> bool:
 def secrets_for(task: Task) -> dict[str, str]:
     """Name → value for a run of ``task``: global secrets, then the task's own,
     which win over a global one of the same name."""
-    values: dict[str, str] = {}
-    rows = Secret.objects.filter(task__isnull=True).values_list("name", "encrypted_value")
-    for name, token in rows:
-        values[name] = decrypt(token)
-    rows = Secret.objects.filter(task=task).values_list("name", "encrypted_value")
-    for name, token in rows:
-        values[name] = decrypt(token)
-    return values
+    rows = (
+        Secret.objects.filter(Q(task__isnull=True) | Q(task=task))
+        .order_by(F("task_id").asc(nulls_first=True))  # the task's own last: they win
+        .values_list("name", "encrypted_value")
+    )
+    return {name: decrypt(token) for name, token in rows}
 
 
 def rotate(new_key: str) -> int:

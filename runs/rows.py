@@ -1,0 +1,111 @@
+"""The few statements every run makes, written out by hand.
+
+Each run is claimed, heartbeated, given its log and ended by a django-q2
+worker on the same few cores as the scripts themselves; profiles of 300
+trivial runs showed the ORM's query compiler, not the database, as most of
+the executor's CPU. These statements are the same ones the ORM would send,
+built from the models' own field definitions (column names and
+``get_db_prep_save``, so JSON, datetimes and booleans are stored exactly as
+the ORM stores them), and they run in the caller's transaction. Anything
+off the hot path uses the ORM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from runs.models import LogChunk, Run, RunEvent, TaskLink, Webhook
+
+_run = Run._meta
+_event = RunEvent._meta
+_chunk = LogChunk._meta
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _column(opts, name: str) -> tuple[str, Any]:
+    field = opts.get_field(name)
+    return _q(field.column), field
+
+
+def update_run(
+    run_id: int,
+    fields: dict[str, Any],
+    *,
+    status: str,
+    where: dict[str, Any] | None = None,
+    alone: bool = False,
+) -> bool:
+    """``UPDATE`` the run to ``fields`` if it is still in ``status`` (and
+    matches ``where``); with ``alone``, only if no other run of its task is
+    running. Returns whether the row changed: the compare-and-set."""
+    table = _q(_run.db_table)
+    sets, params = [], []
+    for name, value in fields.items():
+        column, field = _column(_run, name)
+        sets.append(f"{column} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    conditions = [f"{_q('id')} = %s", f"{_q('status')} = %s"]
+    params += [run_id, status]
+    for name, value in (where or {}).items():
+        column, field = _column(_run, name)
+        conditions.append(f"{column} = %s")
+        params.append(field.get_db_prep_value(value, connection))
+    if alone:
+        conditions.append(
+            f"NOT EXISTS (SELECT 1 FROM {table} other WHERE other.{_q('task_id')} = "
+            f"{table}.{_q('task_id')} AND other.{_q('status')} = %s AND other.{_q('id')} <> %s)"
+        )
+        params += [Run.Status.RUNNING, run_id]
+    sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+def insert_event(run_id: int, from_status: str, to_status: str, actor: str, reason: str) -> None:
+    values = {
+        "run_id": run_id,
+        "at": timezone.now(),
+        "from_status": from_status,
+        "to_status": to_status,
+        "actor": actor,
+        "reason": reason,
+    }
+    _insert(_event, values)
+
+
+def insert_chunk(run_id: int, start: int, data: bytes) -> None:
+    _insert(_chunk, {"run_id": run_id, "start": start, "data": data})
+
+
+def _insert(opts, values: dict[str, Any]) -> None:
+    columns, params = [], []
+    for name, value in values.items():
+        column, field = _column(opts, name)
+        columns.append(column)
+        params.append(field.get_db_prep_save(value, connection))
+    marks = ", ".join(["%s"] * len(columns))
+    sql = f"INSERT INTO {_q(opts.db_table)} ({', '.join(columns)}) VALUES ({marks})"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def what_follows(task_id: int) -> tuple[bool, bool, bool]:
+    """(a run of the task waits in line, the task has downstream tasks, it has
+    an enabled webhook): what decides whether a run's end needs more work."""
+    runs, links, hooks = _q(_run.db_table), _q(TaskLink._meta.db_table), _q(Webhook._meta.db_table)
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM {runs} WHERE {_q('task_id')} = %s AND {_q('status')} = %s"
+        f" AND {_q('dispatched_at')} IS NULL AND {_q('not_before')} IS NULL),"
+        f" EXISTS (SELECT 1 FROM {links} WHERE {_q('upstream_id')} = %s),"
+        f" EXISTS (SELECT 1 FROM {hooks} WHERE {_q('task_id')} = %s AND {_q('enabled')})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [task_id, Run.Status.QUEUED, task_id, task_id])
+        waiting, downstream, webhooks = cursor.fetchone()
+    return bool(waiting), bool(downstream), bool(webhooks)
