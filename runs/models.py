@@ -279,6 +279,17 @@ class Run(models.Model):
             # page) without walking its history. Not a partial index: SQLite
             # cannot match its condition against a query's bound parameters.
             models.Index(fields=["task", "status"], name="run_task_status"),
+            # A run's retry and the runs it started (the run page). Nearly
+            # every run has neither: over the whole column, SQLite's ANALYZE
+            # statistics call the foreign keys' own indexes useless and the
+            # planner walks the table; these hold only the rows that have
+            # one (and "= %s" implies NOT NULL on both databases).
+            models.Index(
+                fields=["retry_of"], name="run_retry_of", condition=Q(retry_of__isnull=False)
+            ),
+            models.Index(
+                fields=["upstream", "id"], name="run_upstream", condition=Q(upstream__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

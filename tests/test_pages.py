@@ -604,6 +604,34 @@ def test_run_page_renders_only_the_tail_of_a_long_log(viewer_client, task):
     assert b"".join(download.streaming_content) == head + b"LAST LINE\n"
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's planner and statistics")
+def test_run_page_finds_retries_and_next_runs_by_index_with_statistics(viewer_client, task):
+    """Nearly every run has no retry and started nothing. Once ANALYZE has
+    statistics on those (nearly all NULL) columns, SQLite judged their plain
+    indexes useless and walked the whole table for the run page; the
+    partial indexes of migration 0007 hold only the rows that have one."""
+    Run.objects.bulk_create([Run(task=task, status=S.SUCCEEDED) for _ in range(3000)])
+    first = Run.objects.create(task=task, status=S.FAILED)
+    retry = Run.objects.create(task=task, status=S.SUCCEEDED, retry_of=first, attempt=2)
+    after = Run.objects.create(task=task, status=S.SUCCEEDED, upstream=retry)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    with CaptureQueriesContext(connection) as queries:
+        page = viewer_client.get(reverse("runs:detail", args=[retry.pk])).content.decode()
+    assert f'href="/runs/{first.pk}/"' in page and f'href="/runs/{after.pk}/"' in page
+    plans = {}
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            where = query["sql"].partition(" WHERE ")[2]
+            if '"runs_run"."retry_of_id" =' in where or '"runs_run"."upstream_id" =' in where:
+                cursor.execute("EXPLAIN QUERY PLAN " + query["sql"])
+                plans[query["sql"]] = " / ".join(row[3] for row in cursor.fetchall())
+    assert len(plans) >= 2, plans
+    for sql, plan in plans.items():
+        assert "USING INDEX run_retry_of" in plan or "USING INDEX run_upstream" in plan, (sql, plan)
+        assert "SCAN runs_run" not in plan, (sql, plan)
+
+
 # --- the live endpoint ---------------------------------------------------------------
 
 
