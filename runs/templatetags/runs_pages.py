@@ -65,3 +65,66 @@ def url_origin(value: str) -> str:
     parts = urlsplit(value)
     rest = "/…" if parts.path.strip("/") or parts.query else ""
     return f"{parts.scheme}://{parts.hostname or ''}{rest}"
+
+
+def _url_maker(name: str):
+    """A function id-or-name → path for the URL ``name``, reversing it once:
+    a page of runs needs two URLs a row."""
+    from django.urls import reverse
+
+    head, tail = reverse(name, args=[_MARK]).split(_MARK)
+    return lambda value: f"{head}{value}{tail}"
+
+
+_MARK = "7301946285"
+
+
+@register.simple_tag
+def run_rows(runs: list, hide_task: bool = False) -> str:
+    """The rows of a table of runs (runs/_run_table.html), in Python: a page
+    shows 50 of them, and the same row in the template language (variables,
+    {% url %}, {% include %}, |date) cost about 0.3 ms, a row here a tenth of
+    that (issue 11, P5). The state badge and the delayed-start tag still come
+    from their templates, rendered once per state."""
+    from html import escape  # Django's escape, without its lazy-string wrapper
+    from urllib.parse import quote
+
+    from django.template.loader import get_template
+    from django.utils.safestring import mark_safe
+
+    from runs.models import Run
+
+    detail = _url_maker("runs:detail")
+    task_url = _url_maker("runs:task")
+    # (get_FOO_display builds the choices' dict on every call.)
+    triggers = dict(Run.Trigger.choices)
+    badges: dict[str, str] = {}
+    rows = []
+    for run in runs:
+        badge = badges.get(run.status)
+        if badge is None:
+            badge = get_template("runs/_status.html").render({"run": run})
+            badges[run.status] = badge
+        state = badge
+        if run.status == Run.Status.RUNNING and run.progress is not None:
+            state += f' <span class="muted small">{run.progress}%</span>'
+        if run.not_before and run.status == Run.Status.QUEUED:
+            state += " " + get_template("runs/_waits.html").render({"run": run, "short": True})
+        trigger = escape(str(triggers.get(run.trigger, run.trigger)))
+        if run.triggered_by_id:
+            trigger += f' <span class="muted">by {escape(str(run.triggered_by))}</span>'
+        if run.attempt > 1:
+            trigger += f' <span class="tag">attempt {run.attempt}</span>'
+        task = ""
+        if not hide_task:
+            name = run.task.name
+            task = f'<td><a href="{escape(task_url(quote(name)))}">{escape(name)}</a></td>'
+        queued = timezone.localtime(run.queued_at)
+        rows.append(
+            f'<tr data-run="{run.pk}"><td><a href="{detail(run.pk)}">#{run.pk}</a></td>{task}'
+            f"<td>{state}</td><td>{trigger}</td>"
+            f'<td title="{escape(ago(queued))}">{queued:%Y-%m-%d %H:%M:%S}</td>'
+            f"<td>{escape(duration(run.duration))}</td>"
+            f"<td>{'—' if run.exit_code is None else int(run.exit_code)}</td></tr>\n"
+        )
+    return mark_safe("".join(rows))
