@@ -90,7 +90,11 @@ def _measure(requests: int) -> dict[str, float]:
     middle = Run.objects.order_by("-id").values_list("pk", flat=True)[
         min(500, Run.objects.count() // 2)
     ]
-    from runs.views import RUNS_PAGE_SIZE
+    from runs.views import RUNS_PAGE_SIZE, _live_version
+
+    # A live run as its open page polls it (several times a second): at the
+    # end of its log, with the version of the parts it shows.
+    live = Run.objects.filter(status=Run.Status.RUNNING).order_by("id").first()
 
     # The cursor of the 2nd page, as the 1st page's "Older" link has it.
     def second_page(**where) -> int:
@@ -107,6 +111,9 @@ def _measure(requests: int) -> dict[str, float]:
         ),
         "task page": f"/tasks/{task.name}/",
         "run page": f"/runs/{middle}/",
+        "run page live poll": (
+            f"/runs/{live.pk}/live?offset={live.log_size}&version={_live_version(live)}"
+        ),
         "GET /api/tasks/runs": "/api/tasks/runs",
     }
     timings: dict[str, list[float]] = {name: [] for name in urls}
