@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 from django import template
 from django.utils import timezone
@@ -49,11 +50,37 @@ def pretty_json(value: object) -> str:
 @register.filter
 def ago(value: datetime | None) -> str:
     """ "just now", "5 minutes ago", "2 days, 3 hours ago"."""
+    return _ago(value)
+
+
+def _ago(value: datetime | None, time_strings: dict | None = None) -> str:
     if value is None:
         return "—"
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
-    return f"{timesince(value)} ago"
+    return f"{timesince(value, time_strings=time_strings)} ago"
+
+
+class _Translated:
+    """One unit of timesince's TIME_STRINGS ("%(num)d day(s)"), each count
+    translated once: a table of 50 runs asks for the same few."""
+
+    def __init__(self, lazy: Any) -> None:
+        self.lazy = lazy
+        self.done: dict[int, str] = {}
+
+    def __mod__(self, params: dict[str, int]) -> str:
+        num = params["num"]
+        text = self.done.get(num)
+        if text is None:
+            text = self.done[num] = self.lazy % params
+        return text
+
+
+def _time_strings() -> dict[str, _Translated]:
+    from django.utils.timesince import TIME_STRINGS
+
+    return {unit: _Translated(lazy) for unit, lazy in TIME_STRINGS.items()}
 
 
 @register.filter
@@ -99,6 +126,7 @@ def run_rows(runs: list, hide_task: bool = False) -> str:
     # (get_FOO_display builds the choices' dict on every call.)
     triggers = dict(Run.Trigger.choices)
     badges: dict[str, str] = {}
+    units = _time_strings()
     rows = []
     for run in runs:
         badge = badges.get(run.status)
@@ -123,7 +151,7 @@ def run_rows(runs: list, hide_task: bool = False) -> str:
         rows.append(
             f'<tr data-run="{run.pk}"><td><a href="{detail(run.pk)}">#{run.pk}</a></td>{task}'
             f"<td>{state}</td><td>{trigger}</td>"
-            f'<td title="{escape(ago(queued))}">{queued:%Y-%m-%d %H:%M:%S}</td>'
+            f'<td title="{escape(_ago(queued, units))}">{queued:%Y-%m-%d %H:%M:%S}</td>'
             f"<td>{escape(duration(run.duration))}</td>"
             f"<td>{'—' if run.exit_code is None else int(run.exit_code)}</td></tr>\n"
         )
