@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count
-from django.db.models.functions import Lower, TruncHour
+from django.db import connection
+from django.db.models import Count, Func
+from django.db.models.functions import Lower, Substr, TruncHour
 from django.utils import timezone
 
 from runs.models import Run
@@ -48,6 +49,22 @@ CHART_BAR = 24  # width of one hour, including the gap
 STATUS_GROUP = Lower("status")
 
 
+def _hour_of_queued() -> Func:
+    """The UTC hour a run was queued in, grouped by in the database."""
+    if connection.vendor == "sqlite":
+        # SQLite stores an aware time as UTC text, "YYYY-MM-DD HH:MM:SS…":
+        # its first 13 characters are the hour. TruncHour calls a Python
+        # function there for every row (5 ms for a day of 1,000 runs).
+        return Substr("queued_at", 1, 13)
+    return TruncHour("queued_at", tzinfo=UTC)
+
+
+def _as_hour(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        return datetime.strptime(value, "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return value
+
+
 def hourly_chart(now: datetime, hours: int = 24) -> dict[str, Any]:
     """Runs per hour over the last ``hours`` hours, stacked by outcome."""
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
@@ -56,14 +73,14 @@ def hourly_chart(now: datetime, hours: int = 24) -> dict[str, Any]:
         Run.objects.filter(queued_at__gte=start)
         # Hours of UTC, like the slots below, whatever TIME_ZONE is (some
         # zones are off UTC by half an hour); labels show local time.
-        .annotate(hour=TruncHour("queued_at", tzinfo=UTC), state=STATUS_GROUP)
+        .annotate(hour=_hour_of_queued(), state=STATUS_GROUP)
         .values_list("hour", "state")
         .annotate(n=Count("id"))
         .order_by()
     )
     per_hour: dict[datetime, dict[str, int]] = {}
     for hour, status, n in rows:
-        per_hour.setdefault(hour, {})[status] = n
+        per_hour.setdefault(_as_hour(hour), {})[status] = n
     slots = [start + timedelta(hours=i) for i in range(hours)]
     top = max([sum(per_hour.get(h, {}).values()) for h in slots] + [1])
     bars = []
