@@ -345,6 +345,11 @@ _SERVERS = {"qcluster", "serve", "web", "worker", "runserver"}
 _serving = "gunicorn" in sys.argv[0] or (
     Path(sys.argv[0]).name == "manage.py" and sys.argv[1:2] and sys.argv[1] in _SERVERS
 )
+# concurrent_log_handler's file locking (portalocker) imports the redis
+# client, about 20 MB in every process, for a Redis lock taskrun never uses;
+# without that module portalocker keeps a placeholder. (With REDIS_URL the
+# broker and the cache import redis anyway.)
+sys.modules.setdefault("portalocker.redis", None)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
