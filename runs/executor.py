@@ -34,6 +34,12 @@ S = Run.Status
 LIVE_OUTPUT_SECONDS = 0.1
 
 
+# (task id, code hash) → the newest revision with that code, once found: a
+# revision is never changed, so a worker asks the database once per code.
+# (A newer revision saving the same code again is equally right.)
+_revisions: dict[tuple[int, str], int] = {}
+
+
 def worker_identity() -> str:
     return f"{settings.WORKER_HOST}:{os.getpid()}"
 
@@ -187,12 +193,19 @@ class Supervisor:
             digest = scripts.code_hash(script.read_bytes())
         except OSError:
             return
-        revision = (
-            CodeRevision.objects.filter(task=self.task, code_hash=digest)
-            .order_by("-number")
-            .values_list("pk", flat=True)
-            .first()
-        )
+        key = (self.task.pk, digest)
+        revision = _revisions.get(key)
+        if revision is None:
+            revision = (
+                CodeRevision.objects.filter(task=self.task, code_hash=digest)
+                .order_by("-number")
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if revision is not None:
+                if len(_revisions) >= 4096:
+                    _revisions.clear()
+                _revisions[key] = revision
         self.unwritten.update(code_hash=digest, revision_id=revision)
 
     @property
