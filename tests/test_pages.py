@@ -367,6 +367,41 @@ def test_run_list_filters_by_task_state_trigger_and_time(viewer_client, make_tas
     assert shown("?task=alpha&status=succeeded&trigger=api") == {ok.pk}
 
 
+def test_run_tables_show_each_runs_row(viewer_client, task, operator):
+    """The rows of the run list and of the task page's history (written in
+    Python, runs_pages.run_rows): link, task, state, trigger and who, attempt,
+    queued time, duration, exit code."""
+    queued_at = timezone.now() - timedelta(hours=3, minutes=5)
+    done = Run.objects.create(
+        task=task,
+        status=S.FAILED,
+        trigger=Run.Trigger.RETRY,
+        triggered_by=operator,
+        attempt=2,
+        exit_code=3,
+        queued_at=queued_at,
+        started_at=queued_at,
+        finished_at=queued_at + timedelta(seconds=12.4),
+    )
+    live = Run.objects.create(task=task, status=S.RUNNING, progress=40, started_at=queued_at)
+    listed = viewer_client.get(reverse("runs:runs")).content.decode()
+    history = viewer_client.get(reverse("runs:task", args=[task.name])).content.decode()
+    for page, with_task in ((listed, True), (history, False)):
+        row = page[page.index(f'<tr data-run="{done.pk}">') :].split("</tr>")[0]
+        assert f'<a href="/runs/{done.pk}/">#{done.pk}</a>' in row
+        assert ('<a href="/tasks/hello/">hello</a>' in row) is with_task
+        assert '<span class="badge st-failed" data-status="failed">Failed</span>' in row
+        assert 'Retry <span class="muted">by operators</span>' in row
+        assert '<span class="tag">attempt 2</span>' in row
+        local = timezone.localtime(queued_at)
+        assert f'<td title="3\xa0hours, 5\xa0minutes ago">{local:%Y-%m-%d %H:%M:%S}</td>' in row
+        assert "<td>12.4 s</td><td>3</td>" in row
+        row = page[page.index(f'<tr data-run="{live.pk}">') :].split("</tr>")[0]
+        assert 'data-status="running">Running</span>' in row
+        assert '<span class="muted small">40%</span>' in row
+        assert "<td>—</td></tr>" in row + "</tr>"
+
+
 def test_run_list_shows_an_error_for_a_bad_filter(viewer_client, task):
     response = viewer_client.get(reverse("runs:runs") + "?task=nope&status=bogus")
     page = response.content.decode()
