@@ -274,6 +274,9 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["task", "-id"], name="run_task_recent"),
             models.Index(fields=["status", "-id"], name="run_status_recent"),
+            # The run list filtered by a rare trigger (retry, upstream, api):
+            # newest first without walking the table.
+            models.Index(fields=["trigger", "-id"], name="run_trigger_recent"),
             models.Index(fields=["-queued_at"], name="run_queued_at"),
             # The live runs of a task (overlap policy, dispatch, the task
             # page) without walking its history. Not a partial index: SQLite
