@@ -667,6 +667,24 @@ def test_run_page_finds_retries_and_next_runs_by_index_with_statistics(viewer_cl
         assert "SCAN runs_run" not in plan, (sql, plan)
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's planner")
+def test_run_list_finds_a_rare_trigger_by_index(viewer_client, task):
+    """Filtered by a trigger few runs have, the list walked the whole run
+    table newest first looking for them (a second at 1,000,000 runs)."""
+    Run.objects.bulk_create([Run(task=task, status=S.SUCCEEDED) for _ in range(200)])
+    retry = Run.objects.create(task=task, status=S.SUCCEEDED, trigger=Run.Trigger.RETRY)
+    with CaptureQueriesContext(connection) as queries:
+        page = viewer_client.get(reverse("runs:runs") + "?trigger=retry").content.decode()
+    assert f'<tr data-run="{retry.pk}">' in page and page.count("<tr data-run=") == 1
+    listing = [q["sql"] for q in queries.captured_queries if '"runs_run"."trigger" =' in q["sql"]]
+    assert listing
+    with connection.cursor() as cursor:
+        for sql in listing:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql)
+            plan = " / ".join(row[3] for row in cursor.fetchall())
+            assert "USING INDEX run_trigger_recent" in plan, plan
+
+
 # --- the live endpoint ---------------------------------------------------------------
 
 
