@@ -109,3 +109,20 @@ def what_follows(task_id: int) -> tuple[bool, bool, bool]:
         cursor.execute(sql, [task_id, Run.Status.QUEUED, task_id, task_id])
         waiting, downstream, webhooks = cursor.fetchone()
     return bool(waiting), bool(downstream), bool(webhooks)
+
+
+def live_runs(task_id: int, exclude: int | None = None) -> list[tuple[int, str, bool]]:
+    """(id, status, waiting for its job) of the task's queued and running runs
+    that are not delayed, the running one first: what a start is weighed
+    against."""
+    runs = _q(_run.db_table)
+    sql = (
+        f"SELECT {_q('id')}, {_q('status')}, {_q('dispatched_at')} IS NULL FROM {runs}"
+        f" WHERE {_q('task_id')} = %s AND {_q('status')} IN (%s, %s)"
+        f" AND {_q('not_before')} IS NULL AND {_q('id')} <> %s"
+        f" ORDER BY {_q('status')} DESC, {_q('id')}"
+    )
+    params = [task_id, Run.Status.QUEUED, Run.Status.RUNNING, -1 if exclude is None else exclude]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(pk, status, bool(waiting)) for pk, status, waiting in cursor.fetchall()]

@@ -139,7 +139,7 @@ def start_run(
         reason = f"started by {actor}"
         if delayed:
             reason += f", waiting until {not_before.isoformat(timespec='seconds')}"
-        RunEvent.objects.create(run=run, to_status=S.QUEUED, actor=actor, reason=reason)
+        rows.insert_event(run.pk, "", S.QUEUED, actor[:200], reason[:500])
         if alone:
             transaction.on_commit(lambda: enqueue(run))
         elif not delayed and _dispatch_next(task) == run.pk:
@@ -177,31 +177,30 @@ def _admit(task: Task, *, actor: str, exclude: int | None = None) -> bool:
     """Apply the task's overlap policy to one more start. Call with the task
     row locked. Raises RunRefused when the start must not happen; returns
     whether another run of the task was alive (the new one then waits)."""
-    live = list(
-        task.runs.filter(status__in=S.active(), not_before__isnull=True)
-        .exclude(pk=exclude)
-        .order_by("-status", "id")  # the running one first
-    )
+    live = rows.live_runs(task.pk, exclude)
     if not live:
         return False
-    head = live[0]
+    head_id, head_status, _ = live[0]
     if task.overlap == Task.Overlap.QUEUE:
-        waiting = sum(1 for r in live if r.status == S.QUEUED and r.dispatched_at is None)
+        waiting = sum(1 for _, status, undispatched in live if status == S.QUEUED and undispatched)
         if waiting < task.max_queued:
             return True
         raise RunRefused(
-            f"Task '{task.name}' already has run #{head.pk} {head.status} and "
+            f"Task '{task.name}' already has run #{head_id} {head_status} and "
             f"{waiting} waiting (at most {task.max_queued}).",
-            run=head,
+            run=Run.objects.filter(pk=head_id).first(),
         )
     if task.overlap == Task.Overlap.REPLACE:
-        for other in live:
+        for other in Run.objects.filter(pk__in=[pk for pk, _, _ in live]):
             try:
                 request_cancel(other, actor=actor, reason=f"replaced by a new run ({actor})")
             except RunNotActive:
                 pass
         return True
-    raise RunRefused(f"Task '{task.name}' already has run #{head.pk} {head.status}.", run=head)
+    raise RunRefused(
+        f"Task '{task.name}' already has run #{head_id} {head_status}.",
+        run=Run.objects.filter(pk=head_id).first(),
+    )
 
 
 def _dispatch_next(task: Task) -> int | None:
