@@ -68,3 +68,33 @@ def test_an_enqueue_inside_a_transaction_pokes_after_the_commit(data_dir, monkey
         assert pokes == []
     assert pokes == [1]
     assert [payload for _, payload in pusher.dequeue()] == ["payload"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dequeue_takes_the_oldest_waiting_job_once_and_locks_it_until_the_retry(data_dir):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    one, two = broker.WakingORM(list_key="test"), broker.WakingORM(list_key="test")
+    first = one.enqueue("first")
+    second = one.enqueue("second")
+    OrmQ.objects.create(key="other", payload="not ours", lock=timezone.now())
+    assert one._can_take_in_one()  # SQLite ≥ 3.35 here, and PostgreSQL
+
+    assert one.dequeue() == [(first, "first")]
+    assert two.dequeue() == [(second, "second")]  # the taken one is locked
+    started = time.monotonic()
+    assert one.dequeue() is None  # nothing left for "test": it waited a poll
+    assert time.monotonic() - started >= Conf.POLL * 0.9
+    locked = OrmQ.objects.get(pk=first).lock
+    expected = timezone.now() + timedelta(seconds=Conf.RETRY)
+    assert abs((expected - locked).total_seconds()) < 5
+    # Once its lock has passed (a cluster died with it), it is delivered again.
+    OrmQ.objects.filter(pk=first).update(lock=timezone.now() - timedelta(seconds=1))
+    assert two.dequeue() == [(first, "first")]
+    # The two-statement way (older SQLite) takes the same.
+    OrmQ.objects.filter(pk=second).update(lock=timezone.now() - timedelta(seconds=1))
+    assert one._take_in_two() == [(second, "second")]
