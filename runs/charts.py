@@ -119,8 +119,9 @@ def hourly_chart(now: datetime, hours: int = 24) -> dict[str, Any]:
     }
 
 
-def sparkline(runs: list[Run], width: int = 100, height: int = 24) -> dict[str, Any] | None:
-    """SVG points of the durations of ``runs`` (newest first), oldest on the left."""
+def sparkline(runs: list[Any], width: int = 100, height: int = 24) -> dict[str, Any] | None:
+    """SVG points of the durations of ``runs`` (newest first), oldest on the
+    left: Runs, or anything with their status, started_at and finished_at."""
     finished = [r for r in reversed(runs) if r.started_at and r.finished_at]
     if len(finished) < 2:
         return None

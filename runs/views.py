@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+from collections import namedtuple
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -167,18 +168,31 @@ def _next_runs(tasks: list[Task]) -> dict[int, datetime | None]:
     return nexts
 
 
+# What the task list shows of a task's recent runs: the last one's state,
+# progress and times, the others' durations and whether any is live.
+_Recent = namedtuple(
+    "_Recent",
+    "id status progress progress_message queued_at started_at finished_at not_before",
+)
+
+
 def _task_rows() -> list[dict[str, Any]]:
     rows = []
     tasks = list(Task.objects.order_by("name").prefetch_related("schedules__job"))
     nexts = _next_runs(tasks)
     for task in tasks:
         # One short index range per task (task, -id): cheap however long the
-        # history is, unlike a window over the whole run table.
-        recent = list(task.runs.select_related("task").order_by("-id")[:SPARK_RUNS])
+        # history is, unlike a window over the whole run table. Read as
+        # values, as a row shows them: 20 Run objects a task cost more than
+        # the rest of the page.
+        recent = [
+            _Recent(*values)
+            for values in task.runs.order_by("-id").values_list(*_Recent._fields)[:SPARK_RUNS]
+        ]
         rows.append(
             {
                 "task": task,
-                "last": recent[0] if recent else None,
+                "last": Run(task=task, **recent[0]._asdict()) if recent else None,
                 "live": any(_moving(run) for run in recent),
                 "spark": sparkline(recent),
                 "next_run_at": nexts[task.pk],
