@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import OuterRef, Subquery
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -331,8 +331,10 @@ def _task_for(request: HttpRequest, task: Task, **kwargs: Any) -> dict[str, Any]
 
 @permission_required("runs.view_task")
 def list_tasks(request: HttpRequest) -> HttpResponse:
-    # Meta.ordering does not apply to a query with an aggregate.
-    tasks = list(Task.objects.annotate(last_run_id=Max("runs__id")).order_by("name"))
+    # Each task's newest run through its (task, -id) index: MAX over a join
+    # aggregated the whole run table (1 s at 1,000,000 runs).
+    newest = Run.objects.filter(task=OuterRef("pk")).order_by("-id").values("id")[:1]
+    tasks = list(Task.objects.annotate(last_run_id=Subquery(newest)).order_by("name"))
     last_runs = Run.objects.select_related("task").in_bulk(
         [t.last_run_id for t in tasks if t.last_run_id]
     )
