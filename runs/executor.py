@@ -34,10 +34,12 @@ S = Run.Status
 LIVE_OUTPUT_SECONDS = 0.1
 
 
-# (task id, code hash) → the newest revision with that code, once found: a
-# revision is never changed, so a worker asks the database once per code.
-# (A newer revision saving the same code again is equally right.)
-_revisions: dict[tuple[int, str], int] = {}
+# (task id, code hash) → (the newest revision with that code, when asked). A
+# revision never changes, so a worker asks once per code; a code with no
+# revision (a script put in TASKS_DIR by hand) is asked again after 30 s,
+# in case it is saved as one. (A newer revision of the same code is equally
+# right.)
+_revisions: dict[tuple[int, str], tuple[int | None, float]] = {}
 
 
 def worker_identity() -> str:
@@ -194,18 +196,17 @@ class Supervisor:
         except OSError:
             return
         key = (self.task.pk, digest)
-        revision = _revisions.get(key)
-        if revision is None:
+        revision, asked = _revisions.get(key, (None, None))
+        if asked is None or (revision is None and time.monotonic() - asked > 30):
             revision = (
                 CodeRevision.objects.filter(task=self.task, code_hash=digest)
                 .order_by("-number")
                 .values_list("pk", flat=True)
                 .first()
             )
-            if revision is not None:
-                if len(_revisions) >= 4096:
-                    _revisions.clear()
-                _revisions[key] = revision
+            if len(_revisions) >= 4096:
+                _revisions.clear()
+            _revisions[key] = (revision, time.monotonic())
         self.unwritten.update(code_hash=digest, revision_id=revision)
 
     @property

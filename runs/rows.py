@@ -11,6 +11,7 @@ off the hot path uses the ORM."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db import connection
@@ -27,11 +28,6 @@ def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _column(opts, name: str) -> tuple[str, Any]:
-    field = opts.get_field(name)
-    return _q(field.column), field
-
-
 def update_run(
     run_id: int,
     fields: dict[str, Any],
@@ -43,28 +39,39 @@ def update_run(
     """``UPDATE`` the run to ``fields`` if it is still in ``status`` (and
     matches ``where``); with ``alone``, only if no other run of its task is
     running. Returns whether the row changed: the compare-and-set."""
-    table = _q(_run.db_table)
-    sets, params = [], []
-    for name, value in fields.items():
-        column, field = _column(_run, name)
-        sets.append(f"{column} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    conditions = [f"{_q('id')} = %s", f"{_q('status')} = %s"]
+    where = where or {}
+    sql, set_fields, where_fields = _update_sql(tuple(fields), tuple(where), alone)
+    params = [
+        f.get_db_prep_save(v, connection) for f, v in zip(set_fields, fields.values(), strict=True)
+    ]
     params += [run_id, status]
-    for name, value in (where or {}).items():
-        column, field = _column(_run, name)
-        conditions.append(f"{column} = %s")
-        params.append(field.get_db_prep_value(value, connection))
+    params += [
+        f.get_db_prep_value(v, connection)
+        for f, v in zip(where_fields, where.values(), strict=True)
+    ]
+    if alone:
+        params += [Run.Status.RUNNING, run_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...], where: tuple[str, ...], alone: bool):
+    # The same few shapes every run: built once per process.
+    table = _q(_run.db_table)
+    set_fields = [_run.get_field(name) for name in names]
+    where_fields = [_run.get_field(name) for name in where]
+    sets = ", ".join(f"{_q(f.column)} = %s" for f in set_fields)
+    conditions = [f"{_q('id')} = %s", f"{_q('status')} = %s"]
+    conditions += [f"{_q(f.column)} = %s" for f in where_fields]
     if alone:
         conditions.append(
             f"NOT EXISTS (SELECT 1 FROM {table} other WHERE other.{_q('task_id')} = "
             f"{table}.{_q('task_id')} AND other.{_q('status')} = %s AND other.{_q('id')} <> %s)"
         )
-        params += [Run.Status.RUNNING, run_id]
-    sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount == 1
+    sql = f"UPDATE {table} SET {sets} WHERE {' AND '.join(conditions)}"
+    return sql, set_fields, where_fields
 
 
 def insert_event(run_id: int, from_status: str, to_status: str, actor: str, reason: str) -> None:
@@ -84,15 +91,20 @@ def insert_chunk(run_id: int, start: int, data: bytes) -> None:
 
 
 def _insert(opts, values: dict[str, Any]) -> None:
-    columns, params = [], []
-    for name, value in values.items():
-        column, field = _column(opts, name)
-        columns.append(column)
-        params.append(field.get_db_prep_save(value, connection))
-    marks = ", ".join(["%s"] * len(columns))
-    sql = f"INSERT INTO {_q(opts.db_table)} ({', '.join(columns)}) VALUES ({marks})"
+    sql, fields = _insert_sql(opts, tuple(values))
+    params = [
+        f.get_db_prep_save(v, connection) for f, v in zip(fields, values.values(), strict=True)
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(opts, names: tuple[str, ...]):
+    fields = [opts.get_field(name) for name in names]
+    columns = ", ".join(_q(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {_q(opts.db_table)} ({columns}) VALUES ({marks})", fields
 
 
 def what_follows(task_id: int) -> tuple[bool, bool, bool]:
