@@ -421,7 +421,8 @@ def test_serve_answers_health_and_sigterm_drains_and_stops_both_children(tmp_pat
         query = "SELECT status, reason, pid FROM runs_run WHERE id = ?"
         return database.execute(query, [run_id]).fetchone()
 
-    wait_for(lambda: run_row()[0] == "running", timeout=30)
+    # (The script's pid is written with the run's first write after it starts.)
+    wait_for(lambda: run_row()[0] == "running" and run_row()[2], timeout=30)
     script = psutil.Process(run_row()[2])
 
     children = psutil.Process(serve.proc.pid).children()
