@@ -215,7 +215,6 @@ class Run(models.Model):
     # script's process group (its pid, as it runs in its own session).
     worker = models.CharField(max_length=200, blank=True, default="")
     pid = models.IntegerField(null=True, blank=True)
-    job_id = models.CharField(max_length=64, blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
     cancel_reason = models.CharField(max_length=200, blank=True, default="")
 
