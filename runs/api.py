@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Prefetch, Subquery
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -33,7 +33,7 @@ from runs.auth import (
     permission_required,
     staff_required,
 )
-from runs.models import LogChunk, Run, Task, validate_timeout
+from runs.models import LogChunk, Run, Task, TaskLink, validate_timeout
 from runs.names import TASK_NAME_RE, script_path, validate_task_name
 from runs.openapi import openapi_document
 from runs.parameters import ParamError, params_to_argv, read_parameters
@@ -334,7 +334,27 @@ def list_tasks(request: HttpRequest) -> HttpResponse:
     # Each task's newest run through its (task, -id) index: MAX over a join
     # aggregated the whole run table (1 s at 1,000,000 runs).
     newest = Run.objects.filter(task=OuterRef("pk")).order_by("-id").values("id")[:1]
-    tasks = list(Task.objects.annotate(last_run_id=Subquery(newest)).order_by("name"))
+    # What each task object shows comes with the list, not with a few
+    # queries per task (task_json uses these when they are there).
+    tasks = list(
+        Task.objects.annotate(
+            last_run_id=Subquery(newest),
+            is_running=Exists(Run.objects.filter(task=OuterRef("pk"), status=Run.Status.RUNNING)),
+            next_delayed_at=Subquery(
+                Run.objects.filter(
+                    task=OuterRef("pk"), status=Run.Status.QUEUED, not_before__isnull=False
+                )
+                .order_by("not_before")
+                .values("not_before")[:1]
+            ),
+        )
+        .prefetch_related(
+            "schedules__job",
+            "webhooks",
+            Prefetch("downstream_links", TaskLink.objects.select_related("downstream")),
+        )
+        .order_by("name")
+    )
     last_runs = Run.objects.select_related("task").in_bulk(
         [t.last_run_id for t in tasks if t.last_run_id]
     )

@@ -179,11 +179,14 @@ def next_run_at(task: Task) -> datetime | None:
     if not task.enabled:
         return None
     times = [ts.next_run_at for ts in task_schedules(task) if ts.enabled]
-    times.append(
-        task.runs.filter(status=Run.Status.QUEUED, not_before__isnull=False).aggregate(
-            t=Min("not_before")
-        )["t"]
-    )
+    if hasattr(task, "next_delayed_at"):  # annotated by a list of tasks
+        times.append(task.next_delayed_at)
+    else:
+        times.append(
+            task.runs.filter(status=Run.Status.QUEUED, not_before__isnull=False).aggregate(
+                t=Min("not_before")
+            )["t"]
+        )
     times = [t for t in times if t is not None]
     return min(times) if times else None
 

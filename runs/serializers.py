@@ -41,7 +41,8 @@ def run_json(run: Run) -> dict:
 
 
 def task_json(task: Task, *, with_code: bool = False, last_run: Run | None = None) -> dict:
-    if last_run is None:
+    if last_run is None and getattr(task, "last_run_id", 0) is not None:
+        # (A list of tasks annotates last_run_id: None there means no run.)
         last_run = task.runs.select_related("task").order_by("-id").first()
     data = {
         "name": task.name,
@@ -57,7 +58,11 @@ def task_json(task: Task, *, with_code: bool = False, last_run: Run | None = Non
             "output_mb": task.output_mb,
         },
         "parameters": read_parameters(task.read_code()).public(),
-        "running": task.runs.filter(status=Run.Status.RUNNING).exists(),
+        "running": (
+            task.is_running
+            if hasattr(task, "is_running")
+            else task.runs.filter(status=Run.Status.RUNNING).exists()
+        ),
         "last_run": run_json(last_run) if last_run else None,
         **_automation_json(task),
     }
@@ -85,6 +90,10 @@ def _automation_json(task: Task) -> dict:
         },
         "downstream": [
             {"task": link.downstream.name, "on": link.on}
-            for link in task.downstream_links.select_related("downstream")
+            for link in (
+                task.downstream_links.all()  # prefetched with their tasks by a list
+                if "downstream_links" in getattr(task, "_prefetched_objects_cache", {})
+                else task.downstream_links.select_related("downstream")
+            )
         ],
     }

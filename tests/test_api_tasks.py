@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 
 from runs import services
-from runs.models import CodeRevision, Run, Task
+from runs.models import CodeRevision, Run, Task, TaskLink
 from tests.api_client import Api, make_user
 
 pytestmark = pytest.mark.django_db
@@ -38,6 +38,54 @@ def test_list_tasks_shows_every_task_with_its_last_run(viewer, make_task):
     assert tasks[2]["last_run"]["id"] == last.pk
     assert tasks[2]["script"] == "c.py"
     assert "code" not in tasks[0]
+
+
+def test_list_tasks_reads_the_same_few_times_for_one_task_or_many(editor, make_task):
+    """Each task object shows schedules, webhooks, downstream tasks, whether
+    it runs and when it runs next: the list brings them along instead of
+    asking a few queries per task."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    def full_task(name: str) -> Task:
+        task = make_task(name, "pass")
+        editor.put(
+            f"/api/tasks/{name}",
+            {
+                "schedules": [{"cron": "0 3 * * *", "timezone": "Europe/Berlin"}],
+                "webhooks": [{"url": "https://hooks.example.com/a/secret-token"}],
+            },
+        )
+        services.start_run(task, not_before=timezone.now() + timedelta(hours=1))
+        return task
+
+    def queries() -> tuple[int, list[dict]]:
+        with CaptureQueriesContext(connection) as ctx:
+            response = editor.get("/api/tasks")
+        assert response.status_code == 200
+        return len(ctx.captured_queries), response.json()["tasks"]
+
+    first = full_task("first")
+    one, _ = queries()
+    for i in range(5):
+        later = full_task(f"more_{i}")
+        TaskLink.objects.create(upstream=first, downstream=later)
+    services.start_run(later)
+    many, tasks = queries()
+    assert many == one, f"{one} queries for one task, {many} for six"
+
+    by_name = {t["name"]: t for t in tasks}
+    assert [d["task"] for d in by_name["first"]["downstream"]] == [f"more_{i}" for i in range(5)]
+    assert by_name["more_4"]["webhooks"][0]["url"] == "https://hooks.example.com/a/secret-token"
+    assert by_name["more_4"]["schedules"][0]["cron"] == "0 3 * * *"
+    delayed = Run.objects.get(task=first, not_before__isnull=False).not_before
+    schedule_next = by_name["first"]["schedules"][0]["next_run_at"]
+    assert by_name["first"]["next_run_at"] == min(delayed.isoformat(), schedule_next)
+    assert by_name["more_4"]["last_run"]["status"] == "queued"
+    assert not any(t["running"] for t in tasks)
 
 
 def test_list_tasks_needs_login(anonymous, hello):
