@@ -11,15 +11,21 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 
 from runs.models import Secret, Task
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
+# cryptography is imported where a secret is encrypted or read, not with this
+# module: about 6 MB in every web and worker process, most of which never
+# touch a secret.
 
 SECRET_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 MASK = "****"
@@ -47,6 +53,8 @@ def fernet_key(material: str) -> bytes:
 
 
 def _fernet() -> MultiFernet:
+    from cryptography.fernet import Fernet, MultiFernet
+
     primary = settings.SECRETS_KEY or ("secrets:" + (settings.SECRET_KEY or ""))
     if primary == "secrets:":
         raise ImproperlyConfigured(
@@ -61,6 +69,8 @@ def encrypt(value: str) -> bytes:
 
 
 def decrypt(token: bytes) -> str:
+    from cryptography.fernet import InvalidToken
+
     try:
         return _fernet().decrypt(bytes(token)).decode("utf-8")
     except InvalidToken:
@@ -102,6 +112,8 @@ def secrets_for(task: Task) -> dict[str, str]:
 
 def rotate(new_key: str) -> int:
     """Re-encrypt every secret under ``new_key``; all or nothing."""
+    from cryptography.fernet import Fernet
+
     new = Fernet(fernet_key(new_key))
     count = 0
     with transaction.atomic():
