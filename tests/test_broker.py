@@ -98,3 +98,6 @@ def test_dequeue_takes_the_oldest_waiting_job_once_and_locks_it_until_the_retry(
     # The two-statement way (older SQLite) takes the same.
     OrmQ.objects.filter(pk=second).update(lock=timezone.now() - timedelta(seconds=1))
     assert one._take_in_two() == [(second, "second")]
+    # A done job is acknowledged: its row goes, and only its row.
+    one.acknowledge(first)
+    assert sorted(OrmQ.objects.values_list("payload", flat=True)) == ["not ours", "second"]
