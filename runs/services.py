@@ -487,7 +487,7 @@ def claim_run(run_id: int, worker: str) -> Run | None:
                 worker=worker,
             )
         if claimed:
-            return Run.objects.select_related("task").get(pk=run_id)
+            return rows.run_with_task(run_id)
         row = Run.objects.filter(pk=run_id).values_list("task_id", "status").first()
         if row is None or row[1] != S.QUEUED:
             return None  # Redelivered, cancelled or gone: nothing to do.
