@@ -17,7 +17,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from runs.models import LogChunk, Run, RunEvent, Task, TaskLink, Webhook
+from runs.models import LogChunk, Run, RunEvent, Secret, Task, TaskLink, Webhook
 
 _run = Run._meta
 _event = RunEvent._meta
@@ -153,3 +153,16 @@ def run_with_task(run_id: int) -> Run | None:
 @functools.lru_cache(maxsize=8)
 def _select_by_id(table: str) -> str:
     return f"SELECT * FROM {_q(table)} WHERE {_q('id')} = %s"
+
+
+def secrets_of(task_id: int) -> list[tuple[bool, str, bytes]]:
+    """(the task's own, name, encrypted value) of the global secrets and the
+    task's."""
+    table = Secret._meta
+    sql = (
+        f"SELECT {_q('task_id')} IS NOT NULL, {_q('name')}, {_q('encrypted_value')}"
+        f" FROM {_q(table.db_table)} WHERE {_q('task_id')} IS NULL OR {_q('task_id')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [task_id])
+        return [(bool(own), name, bytes(value)) for own, name, value in cursor.fetchall()]

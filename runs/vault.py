@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
-from django.db.models import F, Q
 
 from runs.models import Secret, Task
 
@@ -102,12 +101,12 @@ def delete_secret(name: str, *, task: Task | None = None) -> bool:
 def secrets_for(task: Task) -> dict[str, str]:
     """Name → value for a run of ``task``: global secrets, then the task's own,
     which win over a global one of the same name."""
-    rows = (
-        Secret.objects.filter(Q(task__isnull=True) | Q(task=task))
-        .order_by(F("task_id").asc(nulls_first=True))  # the task's own last: they win
-        .values_list("name", "encrypted_value")
-    )
-    return {name: decrypt(token) for name, token in rows}
+    from runs import rows
+
+    # Read for every run, hence the plain statement (runs.rows).
+    found = rows.secrets_of(task.pk)
+    found.sort(key=lambda row: row[0])  # the task's own last: they win
+    return {name: decrypt(token) for _, name, token in found}
 
 
 def rotate(new_key: str) -> int:
