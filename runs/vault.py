@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 
+from runs import rows
 from runs.models import Secret, Task
 
 if TYPE_CHECKING:
@@ -101,8 +102,6 @@ def delete_secret(name: str, *, task: Task | None = None) -> bool:
 def secrets_for(task: Task) -> dict[str, str]:
     """Name → value for a run of ``task``: global secrets, then the task's own,
     which win over a global one of the same name."""
-    from runs import rows
-
     # Read for every run, hence the plain statement (runs.rows).
     found = rows.secrets_of(task.pk)
     found.sort(key=lambda row: row[0])  # the task's own last: they win
