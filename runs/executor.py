@@ -20,9 +20,9 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
-from runs import drain, process, scripts, services, vault
+from runs import drain, process, rows, scripts, services, vault
 from runs.limits import RunLimits
-from runs.models import CodeRevision, Run
+from runs.models import Run
 from runs.output import LogSink, OutputReader
 from runs.usage import RunUsage
 from runs.watchdog import Watchdog
@@ -198,12 +198,7 @@ class Supervisor:
         key = (self.task.pk, digest)
         revision, asked = _revisions.get(key, (None, None))
         if asked is None or (revision is None and time.monotonic() - asked > 30):
-            revision = (
-                CodeRevision.objects.filter(task=self.task, code_hash=digest)
-                .order_by("-number")
-                .values_list("pk", flat=True)
-                .first()
-            )
+            revision = rows.latest_revision(self.task.pk, digest)
             if len(_revisions) >= 4096:
                 _revisions.clear()
             _revisions[key] = (revision, time.monotonic())
@@ -240,10 +235,7 @@ class Supervisor:
             if self.reader.eof.is_set():
                 # The output is closed: the script is exiting; wait for that
                 # rather than for the next flush.
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
+                process.wait_exit(proc, timeout)
             else:
                 self.wake.wait(timeout)
                 self.wake.clear()

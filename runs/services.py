@@ -116,12 +116,15 @@ def start_run(
     actor = _actor(user, trigger)
     delayed = not_before is not None and not_before > timezone.now()
     with transaction.atomic():
-        task = Task.objects.select_for_update().get(pk=task.pk)
+        locked = rows.read(Task, task.pk, for_update=True)
+        if locked is None:
+            raise Task.DoesNotExist(f"Task {task.pk} does not exist.")
+        task = locked
         _check_startable(task)
         # Nothing else of the task alive (most starts): the new run is the
         # next one, and gets its job without looking for others in line.
         alone = not delayed and not _admit(task, actor=actor)
-        run = Run.objects.create(
+        run = Run(
             task=task,
             trigger=trigger,
             triggered_by=user if user is not None and user.is_authenticated else None,
@@ -136,6 +139,7 @@ def start_run(
             upstream=upstream,
             dispatched_at=timezone.now() if alone else None,
         )
+        rows.insert(run)
         reason = f"started by {actor}"
         if delayed:
             reason += f", waiting until {not_before.isoformat(timespec='seconds')}"

@@ -279,3 +279,18 @@ def test_run_duration_is_measured(make_task, execute):
     task = make_task("nap", "import time; time.sleep(0.3)")
     run = execute(services.start_run(task))
     assert run.duration.total_seconds() >= 0.3
+
+
+def test_waiting_for_a_script_to_exit_wakes_when_it_does_and_gives_up_on_time():
+    import subprocess
+    import sys
+    import time
+
+    from runs.process import wait_exit
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    started = time.monotonic()
+    assert wait_exit(proc, 0.05) is False
+    assert wait_exit(proc, 5) is True
+    assert time.monotonic() - started < 2 and proc.returncode == 0
+    assert wait_exit(proc, 5) is True  # already reaped

@@ -61,3 +61,35 @@ def test_a_compare_and_set_stores_json_times_and_flags_as_the_orm_does(make_task
     event = RunEvent.objects.filter(run=run).latest("id")
     assert (event.from_status, event.to_status, event.actor) == ("queued", "running", "w:1")
     assert abs((timezone.now() - event.at).total_seconds()) < 60
+
+
+def test_a_plain_insert_stores_what_create_stores(make_task, admin_user):
+    task = make_task("ins", "print(1)")
+    values = dict(
+        task=task,
+        trigger=Run.Trigger.API,
+        triggered_by=admin_user,
+        args=["a", "b c"],
+        env={"K": "v"},
+        config={"deep": {"x": [1, None]}},
+        attempt=2,
+        not_before=timezone.now(),
+    )
+    ours = Run(**values)
+    rows.insert(ours)
+    orm = Run.objects.create(**values)
+    assert ours.pk and ours.pk != orm.pk and not ours._state.adding
+    stored = Run.objects.get(pk=ours.pk)
+    for field in Run._meta.concrete_fields:
+        if field.name in ("id", "queued_at"):
+            continue
+        assert getattr(stored, field.attname) == getattr(orm, field.attname), field.name
+    assert stored.queued_at == ours.queued_at and stored.queued_at.tzinfo is not None
+
+
+def test_a_read_for_update_is_the_row_or_none(make_task):
+    task = make_task("locked", "print(1)", env={"A": "1"})
+    ours = rows.read(Task, task.pk, for_update=True)
+    _same(ours, Task.objects.get(pk=task.pk), Task)
+    assert ours._state.db == "default" and not ours._state.adding
+    assert rows.read(Task, task.pk + 1000, for_update=True) is None

@@ -88,3 +88,35 @@ def test_a_dead_supervisor_closes_the_pipe_and_the_script_is_stopped_at_once(scr
     wait_for(lambda: not running(pids), timeout=5, interval=0.02)
     assert time.monotonic() - started < 1.5
     dog.proc.wait(timeout=5)
+
+
+def test_a_short_run_lets_its_watchdog_go_without_waiting_for_an_answer(script, monkeypatch):
+    from runs.watchdog import _Guard
+
+    pids = members(script)
+    dog = Watchdog(script.pid, fence=0.6, grace=0.2)
+
+    def no_round_trip(*args, **kwargs):
+        raise AssertionError("waited for the watchdog's answer")
+
+    monkeypatch.setattr(_Guard, "done", no_round_trip)
+    assert dog.close() is False
+    # Forgotten, not fired: well past the fence the script is untouched.
+    time.sleep(1.2)
+    assert running(pids) == pids
+
+
+def test_past_half_its_fence_a_close_asks_the_watchdog_whether_it_fired(script, monkeypatch):
+    from runs import watchdog
+
+    pids = members(script)
+    dog = Watchdog(script.pid, fence=0.4, grace=0.2)
+    asked = []
+    real_done = watchdog._Guard.done
+    monkeypatch.setattr(watchdog._Guard, "done", lambda pgid: asked.append(pgid) or real_done(pgid))
+    time.sleep(0.25)
+    dog.renew(time.monotonic())
+    assert dog.close() is False
+    assert asked == [script.pid]
+    time.sleep(0.6)
+    assert running(pids) == pids
