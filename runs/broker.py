@@ -77,7 +77,25 @@ class WakingORM(ORM):
     _socket_pid: int | None = None
 
     def enqueue(self, task):
-        pk = super().enqueue(task)
+        """The job's row, as django-q2's ORM broker stores it, with one plain
+        INSERT (every start pays for this one)."""
+        self.get_connection()  # Drops a stale connection, as django-q2 does.
+        connection = connections[Conf.ORM]
+        q = connection.ops.quote_name
+        sql = (
+            f"INSERT INTO {q(OrmQ._meta.db_table)} ({q('key')}, {q('payload')}, {q('lock')})"
+            " VALUES (%s, %s, %s)"
+        )
+        returning = connection.features.can_return_columns_from_insert
+        if returning:
+            sql += f" RETURNING {q('id')}"
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [self.list_key or Conf.CLUSTER_NAME, task, now])
+            if returning:
+                pk = cursor.fetchone()[0]
+            else:
+                pk = connection.ops.last_insert_id(cursor, OrmQ._meta.db_table, "id")
         # Inside a transaction the row is not visible yet: wake the pusher
         # when it is (at once outside one).
         transaction.on_commit(poke, using=Conf.ORM)

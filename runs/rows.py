@@ -24,6 +24,13 @@ _event = RunEvent._meta
 _chunk = LogChunk._meta
 
 
+def _db():
+    """The default connection itself: every attribute read through
+    ``django.db.connection`` (a proxy) is a thread-local lookup, and these
+    statements read a few per field."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
@@ -41,17 +48,15 @@ def update_run(
     running. Returns whether the row changed: the compare-and-set."""
     where = where or {}
     sql, set_fields, where_fields = _update_sql(tuple(fields), tuple(where), alone)
-    params = [
-        f.get_db_prep_save(v, connection) for f, v in zip(set_fields, fields.values(), strict=True)
-    ]
+    db = _db()
+    params = [f.get_db_prep_save(v, db) for f, v in zip(set_fields, fields.values(), strict=True)]
     params += [run_id, status]
     params += [
-        f.get_db_prep_value(v, connection)
-        for f, v in zip(where_fields, where.values(), strict=True)
+        f.get_db_prep_value(v, db) for f, v in zip(where_fields, where.values(), strict=True)
     ]
     if alone:
         params += [Run.Status.RUNNING, run_id]
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount == 1
 
@@ -92,10 +97,9 @@ def insert_chunk(run_id: int, start: int, data: bytes) -> None:
 
 def _insert(opts, values: dict[str, Any]) -> None:
     sql, fields = _insert_sql(opts, tuple(values))
-    params = [
-        f.get_db_prep_save(v, connection) for f, v in zip(fields, values.values(), strict=True)
-    ]
-    with connection.cursor() as cursor:
+    db = _db()
+    params = [f.get_db_prep_save(v, db) for f, v in zip(fields, values.values(), strict=True)]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
 
 
@@ -117,7 +121,7 @@ def what_follows(task_id: int) -> tuple[bool, bool, bool]:
         f" EXISTS (SELECT 1 FROM {links} WHERE {_q('upstream_id')} = %s),"
         f" EXISTS (SELECT 1 FROM {hooks} WHERE {_q('task_id')} = %s AND {_q('enabled')})"
     )
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, [task_id, Run.Status.QUEUED, task_id, task_id])
         waiting, downstream, webhooks = cursor.fetchone()
     return bool(waiting), bool(downstream), bool(webhooks)
@@ -135,7 +139,7 @@ def live_runs(task_id: int, exclude: int | None = None) -> list[tuple[int, str, 
         f" ORDER BY {_q('status')} DESC, {_q('id')}"
     )
     params = [task_id, Run.Status.QUEUED, Run.Status.RUNNING, -1 if exclude is None else exclude]
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, params)
         return [(pk, status, bool(waiting)) for pk, status, waiting in cursor.fetchall()]
 
@@ -156,7 +160,7 @@ def read(model, pk: int, *, for_update: bool = False):
     the same columns and converters on every call; here they are worked out
     once per process and connection. ``for_update`` locks the row where the
     database can (select_for_update)."""
-    db = connections[DEFAULT_DB_ALIAS]
+    db = _db()
     sql, converters = _reader(db, model, for_update)
     with db.cursor() as cursor:
         cursor.execute(sql, [pk])
@@ -201,15 +205,16 @@ def insert(instance) -> None:
     opts = instance._meta
     fields = [f for f in opts.concrete_fields if not f.primary_key]
     sql = _insert_returning_sql(opts)
-    params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    with connection.cursor() as cursor:
+    db = _db()
+    params = [f.get_db_prep_save(f.pre_save(instance, True), db) for f in fields]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
-        if connection.features.can_return_columns_from_insert:
+        if db.features.can_return_columns_from_insert:
             instance.pk = cursor.fetchone()[0]
         else:
-            instance.pk = connection.ops.last_insert_id(cursor, opts.db_table, opts.pk.column)
+            instance.pk = db.ops.last_insert_id(cursor, opts.db_table, opts.pk.column)
     instance._state.adding = False
-    instance._state.db = connection.alias
+    instance._state.db = db.alias
 
 
 @functools.lru_cache(maxsize=16)
@@ -230,7 +235,7 @@ def latest_revision(task_id: int, code_hash: str) -> int | None:
         f"SELECT {_q('id')} FROM {_q(table)} WHERE {_q('task_id')} = %s"
         f" AND {_q('code_hash')} = %s ORDER BY {_q('number')} DESC LIMIT 1"
     )
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, [task_id, code_hash])
         row = cursor.fetchone()
     return row[0] if row else None
@@ -244,6 +249,6 @@ def secrets_of(task_id: int) -> list[tuple[bool, str, bytes]]:
         f"SELECT {_q('task_id')} IS NOT NULL, {_q('name')}, {_q('encrypted_value')}"
         f" FROM {_q(table.db_table)} WHERE {_q('task_id')} IS NULL OR {_q('task_id')} = %s"
     )
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, [task_id])
         return [(bool(own), name, bytes(value)) for own, name, value in cursor.fetchall()]

@@ -20,6 +20,8 @@ from runs.models import Run, RunEvent, Task
 logger = logging.getLogger(__name__)
 
 S = Run.Status
+# Asked on every transition; Status.final() builds its list each time.
+_FINAL = frozenset(S.final())
 
 
 class RunRefused(Exception):
@@ -70,7 +72,7 @@ def transition(
             )
             if current is None:
                 return False
-        if to in S.final():
+        if to in _FINAL:
             # A run's reason says why it ended as it did.
             fields["reason"] = reason[:500]
         fields["status"] = to
@@ -80,7 +82,7 @@ def transition(
             if known is not None:
                 for name, value in fields.items():
                     setattr(known, name, value)
-            if to in S.final():
+            if to in _FINAL:
                 # The next waiting run, retries, downstream tasks and
                 # notifications; robust: the end itself is already recorded.
                 transaction.on_commit(lambda: after_run_end(run_id, known), robust=True)

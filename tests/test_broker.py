@@ -101,3 +101,17 @@ def test_dequeue_takes_the_oldest_waiting_job_once_and_locks_it_until_the_retry(
     # A done job is acknowledged: its row goes, and only its row.
     one.acknowledge(first)
     assert sorted(OrmQ.objects.values_list("payload", flat=True)) == ["not ours", "second"]
+
+
+@pytest.mark.django_db
+def test_an_enqueued_job_is_the_row_django_q2s_orm_broker_would_store(data_dir):
+    from django.utils import timezone
+    from django_q.brokers.orm import ORM
+    from django_q.models import OrmQ
+
+    before = timezone.now()
+    ours = OrmQ.objects.get(pk=broker.WakingORM(list_key="test").enqueue("signed job"))
+    theirs = OrmQ.objects.get(pk=ORM(list_key="test").enqueue("signed job"))
+    assert ours.pk != theirs.pk
+    assert (ours.key, ours.payload) == (theirs.key, theirs.payload) == ("test", "signed job")
+    assert before <= ours.lock <= theirs.lock and ours.lock.tzinfo is not None
