@@ -22,7 +22,7 @@ class OutputReader(threading.Thread):
     when the supervisor falls behind, the reader stops reading and the script
     blocks on its next write, so memory stays flat whatever the log size."""
 
-    def __init__(self, stream: BinaryIO, wake: threading.Event, max_pending: int = 1 << 20):
+    def __init__(self, stream: BinaryIO, wake: threading.Event, max_pending: int = 1 << 19):
         super().__init__(name="taskrun-output", daemon=True)
         self.stream = stream
         self.wake = wake
