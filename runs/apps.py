@@ -16,5 +16,13 @@ class RunsConfig(AppConfig):
 
         connect_signals()
         post_spawn.connect(start_housekeeper, dispatch_uid="taskrun-housekeeper")
+        post_spawn.connect(_mark_cluster_worker, dispatch_uid="taskrun-cluster-worker")
         # After auth's own receiver has made the permissions.
         post_migrate.connect(ensure_groups, dispatch_uid="taskrun-groups")
+
+
+def _mark_cluster_worker(**kwargs) -> None:
+    """django-q2 sends post_spawn in each worker process it starts."""
+    from runs import executor
+
+    executor.in_cluster_worker = True

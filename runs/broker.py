@@ -116,7 +116,19 @@ class WakingORM(ORM):
         # UPDATE … RETURNING came with SQLite 3.35.
         return connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
 
-    def _take(self) -> list[tuple[int, str]]:
+    def take_one(self) -> tuple[int, str] | None:
+        """The oldest waiting job, locked for this process as the pusher
+        locks it (a worker between two runs takes its next job itself)."""
+        found = self._take(1) if self._can_take_in_one() else self._take_in_two(1)
+        return found[0] if found else None
+
+    def release(self, task_id, payload: str) -> None:
+        """Give back a job taken with ``take_one`` that this process will not
+        run: it waits again, first in line, and the pushers are woken."""
+        self.get_connection().filter(id=task_id).update(lock=timezone.now())
+        transaction.on_commit(poke, using=Conf.ORM)
+
+    def _take(self, limit: int | None = None) -> list[tuple[int, str]]:
         """Lock the oldest waiting jobs for this cluster in one statement (the
         pusher runs once per job: two ORM statements were a quarter of its
         CPU). The outer ``lock <`` makes it a compare-and-set when clusters
@@ -139,7 +151,7 @@ class WakingORM(ORM):
         now = adapt(timezone.now())
         until = adapt(self.timeout(None))
         with connection.cursor() as cursor:
-            cursor.execute(sql, [until, self.list_key, now, Conf.BULK, now])
+            cursor.execute(sql, [until, self.list_key, now, limit or Conf.BULK, now])
             return [(pk, payload) for pk, payload in cursor.fetchall()]
 
     def delete(self, task_id) -> None:
@@ -152,9 +164,13 @@ class WakingORM(ORM):
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {q(OrmQ._meta.db_table)} WHERE {q('id')} = %s", [task_id])
 
-    def _take_in_two(self) -> list[tuple[int, str]]:
+    def _take_in_two(self, limit: int | None = None) -> list[tuple[int, str]]:
         now = timezone.now()
-        tasks = self.get_connection().filter(key=self.list_key, lock__lt=now)[: Conf.BULK]
+        tasks = (
+            self.get_connection()
+            .filter(key=self.list_key, lock__lt=now)
+            .order_by("id")[: limit or Conf.BULK]
+        )
         found = []
         for task in tasks:
             # Another cluster may have been faster: the lock is a compare-and-set.
@@ -212,3 +228,37 @@ class WakingORM(ORM):
                 os.unlink(path)
             except (OSError, TypeError):
                 pass
+
+
+class RedisJobs:
+    """``take_one``/``release``/``acknowledge`` over django-q2's Redis broker,
+    for a worker that takes its next job itself. As with django-q2's own
+    dequeue, a job taken is off the list (at most once)."""
+
+    def __init__(self, broker):
+        self.broker = broker
+
+    def take_one(self) -> tuple[None, bytes] | None:
+        payload = self.broker.connection.lpop(self.broker.list_key)
+        return None if payload is None else (None, payload)
+
+    def release(self, task_id, payload: bytes) -> None:
+        self.broker.connection.lpush(self.broker.list_key, payload)
+
+    def acknowledge(self, task_id) -> None:
+        pass
+
+    def fail(self, task_id) -> None:
+        pass
+
+
+def jobs_to_take(broker):
+    """What a worker takes its next job from, for the brokers taskrun ships
+    with (None for another broker)."""
+    if isinstance(broker, WakingORM):
+        return broker
+    try:
+        from django_q.brokers.redis_broker import Redis
+    except ImportError:
+        return None
+    return RedisJobs(broker) if isinstance(broker, Redis) else None
