@@ -114,34 +114,44 @@ def _insert_sql(opts, names: tuple[str, ...]):
 def what_follows(task_id: int) -> tuple[bool, bool, bool]:
     """(a run of the task waits in line, the task has downstream tasks, it has
     an enabled webhook): what decides whether a run's end needs more work."""
-    runs, links, hooks = _q(_run.db_table), _q(TaskLink._meta.db_table), _q(Webhook._meta.db_table)
-    sql = (
-        f"SELECT EXISTS (SELECT 1 FROM {runs} WHERE {_q('task_id')} = %s AND {_q('status')} = %s"
-        f" AND {_q('dispatched_at')} IS NULL AND {_q('not_before')} IS NULL),"
-        f" EXISTS (SELECT 1 FROM {links} WHERE {_q('upstream_id')} = %s),"
-        f" EXISTS (SELECT 1 FROM {hooks} WHERE {_q('task_id')} = %s AND {_q('enabled')})"
-    )
+    sql = _what_follows_sql()
     with _db().cursor() as cursor:
         cursor.execute(sql, [task_id, Run.Status.QUEUED, task_id, task_id])
         waiting, downstream, webhooks = cursor.fetchone()
     return bool(waiting), bool(downstream), bool(webhooks)
 
 
+@functools.cache
+def _what_follows_sql() -> str:
+    runs, links, hooks = _q(_run.db_table), _q(TaskLink._meta.db_table), _q(Webhook._meta.db_table)
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {runs} WHERE {_q('task_id')} = %s AND {_q('status')} = %s"
+        f" AND {_q('dispatched_at')} IS NULL AND {_q('not_before')} IS NULL),"
+        f" EXISTS (SELECT 1 FROM {links} WHERE {_q('upstream_id')} = %s),"
+        f" EXISTS (SELECT 1 FROM {hooks} WHERE {_q('task_id')} = %s AND {_q('enabled')})"
+    )
+
+
 def live_runs(task_id: int, exclude: int | None = None) -> list[tuple[int, str, bool]]:
     """(id, status, waiting for its job) of the task's queued and running runs
     that are not delayed, the running one first: what a start is weighed
     against."""
+    sql = _live_runs_sql()
+    params = [task_id, Run.Status.QUEUED, Run.Status.RUNNING, -1 if exclude is None else exclude]
+    with _db().cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(pk, status, bool(waiting)) for pk, status, waiting in cursor.fetchall()]
+
+
+@functools.cache
+def _live_runs_sql() -> str:
     runs = _q(_run.db_table)
-    sql = (
+    return (
         f"SELECT {_q('id')}, {_q('status')}, {_q('dispatched_at')} IS NULL FROM {runs}"
         f" WHERE {_q('task_id')} = %s AND {_q('status')} IN (%s, %s)"
         f" AND {_q('not_before')} IS NULL AND {_q('id')} <> %s"
         f" ORDER BY {_q('status')} DESC, {_q('id')}"
     )
-    params = [task_id, Run.Status.QUEUED, Run.Status.RUNNING, -1 if exclude is None else exclude]
-    with _db().cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(pk, status, bool(waiting)) for pk, status, waiting in cursor.fetchall()]
 
 
 def run_with_task(run_id: int) -> Run | None:
@@ -230,25 +240,35 @@ def _insert_returning_sql(opts) -> str:
 
 def latest_revision(task_id: int, code_hash: str) -> int | None:
     """The id of the task's newest revision with this code, if any."""
-    table = CodeRevision._meta.db_table
-    sql = (
-        f"SELECT {_q('id')} FROM {_q(table)} WHERE {_q('task_id')} = %s"
-        f" AND {_q('code_hash')} = %s ORDER BY {_q('number')} DESC LIMIT 1"
-    )
+    sql = _latest_revision_sql()
     with _db().cursor() as cursor:
         cursor.execute(sql, [task_id, code_hash])
         row = cursor.fetchone()
     return row[0] if row else None
 
 
+@functools.cache
+def _latest_revision_sql() -> str:
+    table = CodeRevision._meta.db_table
+    return (
+        f"SELECT {_q('id')} FROM {_q(table)} WHERE {_q('task_id')} = %s"
+        f" AND {_q('code_hash')} = %s ORDER BY {_q('number')} DESC LIMIT 1"
+    )
+
+
 def secrets_of(task_id: int) -> list[tuple[bool, str, bytes]]:
     """(the task's own, name, encrypted value) of the global secrets and the
     task's."""
-    table = Secret._meta
-    sql = (
-        f"SELECT {_q('task_id')} IS NOT NULL, {_q('name')}, {_q('encrypted_value')}"
-        f" FROM {_q(table.db_table)} WHERE {_q('task_id')} IS NULL OR {_q('task_id')} = %s"
-    )
+    sql = _secrets_of_sql()
     with _db().cursor() as cursor:
         cursor.execute(sql, [task_id])
         return [(bool(own), name, bytes(value)) for own, name, value in cursor.fetchall()]
+
+
+@functools.cache
+def _secrets_of_sql() -> str:
+    table = Secret._meta
+    return (
+        f"SELECT {_q('task_id')} IS NOT NULL, {_q('name')}, {_q('encrypted_value')}"
+        f" FROM {_q(table.db_table)} WHERE {_q('task_id')} IS NULL OR {_q('task_id')} = %s"
+    )
