@@ -17,7 +17,9 @@ import os
 import select
 import socket
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -116,17 +118,20 @@ class WakingORM(ORM):
         # UPDATE … RETURNING came with SQLite 3.35.
         return connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
 
-    def take_one(self) -> tuple[int, str] | None:
+    def take_one(self, parse: Callable[[str], Any]) -> tuple[int, Any] | None:
         """The oldest waiting job, locked for this process as the pusher
-        locks it (a worker between two runs takes its next job itself)."""
-        found = self._take(1) if self._can_take_in_one() else self._take_in_two(1)
-        return found[0] if found else None
-
-    def release(self, task_id, payload: str) -> None:
-        """Give back a job taken with ``take_one`` that this process will not
-        run: it waits again, first in line, and the pushers are woken."""
-        self.get_connection().filter(id=task_id).update(lock=timezone.now())
-        transaction.on_commit(poke, using=Conf.ORM)
+        locks it (a worker between two runs takes its next job itself), if
+        ``parse(payload)`` says it is one to take (not None); otherwise it
+        is left exactly as it was. Returns (its id, what parse said)."""
+        with transaction.atomic(using=Conf.ORM):
+            found = self._take(1) if self._can_take_in_one() else self._take_in_two(1)
+            if found:
+                pk, payload = found[0]
+                parsed = parse(payload)
+                if parsed is not None:
+                    return pk, parsed
+                transaction.set_rollback(True, using=Conf.ORM)
+        return None
 
     def _take(self, limit: int | None = None) -> list[tuple[int, str]]:
         """Lock the oldest waiting jobs for this cluster in one statement (the
@@ -231,24 +236,25 @@ class WakingORM(ORM):
 
 
 class RedisJobs:
-    """``take_one``/``release``/``acknowledge`` over django-q2's Redis broker,
+    """``take_one`` and ``acknowledge`` over django-q2's Redis broker,
     for a worker that takes its next job itself. As with django-q2's own
     dequeue, a job taken is off the list (at most once)."""
 
     def __init__(self, broker):
         self.broker = broker
 
-    def take_one(self) -> tuple[None, bytes] | None:
+    def take_one(self, parse: Callable[[bytes], Any]) -> tuple[None, Any] | None:
         payload = self.broker.connection.lpop(self.broker.list_key)
-        return None if payload is None else (None, payload)
-
-    def release(self, task_id, payload: bytes) -> None:
-        self.broker.connection.lpush(self.broker.list_key, payload)
+        if payload is None:
+            return None
+        parsed = parse(payload)
+        if parsed is None:
+            # Not one to take: back at the head of the list.
+            self.broker.connection.lpush(self.broker.list_key, payload)
+            return None
+        return None, parsed
 
     def acknowledge(self, task_id) -> None:
-        pass
-
-    def fail(self, task_id) -> None:
         pass
 
 

@@ -71,40 +71,47 @@ def execute_run(run_id: int) -> str:
 def _run_waiting_jobs(began: float) -> int:
     """Run the broker's waiting run jobs one after the other while the
     chain's time lasts; returns how many."""
-    from django_q.signing import BadSignature, SignedPackage
-
     broker = _broker_to_chain()
     done = 0
     while broker is not None and time.monotonic() - began < CHAIN_SECONDS:
         if drain.is_draining():
             break
         try:
-            taken = broker.take_one()
-        except DatabaseError as exc:
+            taken = broker.take_one(_run_of_job)
+        except Exception as exc:  # The database or Redis: django-q2's pusher retries.
             logger.warning("could not take the next job: %s", exc)
             break
         if taken is None:
-            break
-        ack_id, payload = taken
+            break  # None waiting, or the next is not a run's: django-q2's turn.
+        ack_id, run_id = taken
         try:
-            job = SignedPackage.loads(payload)
-        except (TypeError, BadSignature):
-            logger.exception("a job in the broker is not signed with this SECRET_KEY")
-            broker.fail(ack_id)  # As django-q2's pusher does.
-            continue
-        args = job.get("args") or ()
-        if job.get("func") != "runs.executor.execute_run" or len(args) != 1 or job.get("kwargs"):
-            # Not a run (a notification, say): django-q2's worker runs it.
-            broker.release(ack_id, payload)
-            break
-        try:
-            _execute(args[0])
+            _execute(run_id)
         except Exception:
-            logger.exception("run %s: the executor failed", args[0])
-        finally:
-            broker.acknowledge(ack_id)
+            logger.exception("run %s: the executor failed", run_id)
         done += 1
+        try:
+            broker.acknowledge(ack_id)
+        except Exception as exc:
+            # Its row stays locked until django-q2's retry, as a job whose
+            # acknowledgement was lost; delivered again, it finds its run taken.
+            logger.warning("could not acknowledge the job of run %s: %s", run_id, exc)
+            break
     return done
+
+
+def _run_of_job(payload) -> int | None:
+    """The run id of a run's job; None for any other job, or one signed
+    with another key (django-q2's pusher reports that)."""
+    from django_q.signing import BadSignature, SignedPackage
+
+    try:
+        job = SignedPackage.loads(payload)
+    except (TypeError, BadSignature):
+        return None
+    args = job.get("args") or ()
+    if job.get("func") != "runs.executor.execute_run" or len(args) != 1 or job.get("kwargs"):
+        return None
+    return args[0]
 
 
 def _broker_to_chain():

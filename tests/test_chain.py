@@ -58,6 +58,20 @@ def test_a_job_that_is_not_a_run_goes_back_to_the_broker_first_in_line(queued):
     assert runs[0].status == Run.Status.QUEUED
 
 
+def test_a_job_signed_with_another_key_is_left_to_django_q2s_pusher(queued, monkeypatch):
+    from django_q.conf import Conf
+
+    runs = queued(1)
+    job = OrmQ.objects.get()
+    before = (job.payload, job.lock)
+    monkeypatch.setattr(Conf, "SECRET_KEY", "another key")
+    assert executor._run_waiting_jobs(time.monotonic()) == 0
+    job.refresh_from_db()
+    assert (job.payload, job.lock) == before
+    runs[0].refresh_from_db()
+    assert runs[0].status == Run.Status.QUEUED
+
+
 def test_the_chain_ends_when_its_time_is_up_or_the_worker_drains(queued, monkeypatch):
     runs = queued(2)
     # Its time counts from when the job in hand began.
@@ -98,7 +112,7 @@ def _redis_up() -> bool:
 
 
 @pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
-def test_on_redis_a_job_is_taken_off_the_list_and_given_back_at_its_head():
+def test_on_redis_a_job_is_taken_off_the_list_or_left_at_its_head():
     import uuid
 
     import redis
@@ -115,14 +129,16 @@ def test_on_redis_a_job_is_taken_off_the_list_and_given_back_at_its_head():
     try:
         jobs = jobs_to_take(broker)
         assert isinstance(jobs, RedisJobs)
-        broker.enqueue("first")
-        broker.enqueue("second")
-        assert jobs.take_one() == (None, b"first")
-        assert broker.queue_size() == 1
-        jobs.release(None, b"first")
-        assert jobs.take_one() == (None, b"first")
+        broker.enqueue("other")
+        broker.enqueue("run 7")
+        wanted = {b"run 7": 7}.get
+        # Not one to take: it stays first in line.
+        assert jobs.take_one(wanted) is None
+        assert broker.queue_size() == 2
+        assert broker.connection.lindex(broker.list_key, 0) == b"other"
+        broker.connection.lpop(broker.list_key)
+        assert jobs.take_one(wanted) == (None, 7)
         jobs.acknowledge(None)
-        assert jobs.take_one() == (None, b"second")
-        assert jobs.take_one() is None
+        assert jobs.take_one(wanted) is None and broker.queue_size() == 0
     finally:
         broker.delete_queue()
