@@ -117,11 +117,9 @@ def _run_of_job(payload) -> int | None:
 def _broker_to_chain():
     global _chain_broker
     if _chain_broker is None:
-        from django_q.brokers import get_broker
-
         from runs.broker import jobs_to_take
 
-        _chain_broker = jobs_to_take(get_broker()) or False
+        _chain_broker = jobs_to_take(services.job_broker()) or False
     return _chain_broker or None
 
 

@@ -127,6 +127,8 @@ def notify(task: Task, event: str, *, run: Run | None = None, message: str) -> N
         send_email(task, event, run=run, message=message)
     from django_q.tasks import async_task
 
+    from runs.services import job_broker
+
     for webhook in task.webhooks.filter(enabled=True):
         if _wants(
             event,
@@ -144,6 +146,7 @@ def notify(task: Task, event: str, *, run: Run | None = None, message: str) -> N
                 1,
                 task_name=f"webhook {webhook.pk} {event}",
                 group="taskrun-notify",
+                broker=job_broker(),
             )
 
 

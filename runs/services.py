@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -371,6 +372,25 @@ def _start_downstream(run: Run) -> list[Run]:
     return started
 
 
+_brokers: dict[int, object] = {}
+
+
+def job_broker():
+    """This process's django-q2 broker. ``async_task`` makes a new one for
+    every job unless given one: on Redis that is a new connection pool and
+    connection, with redis-py reading its own package metadata (about 1.5 ms
+    of CPU a start). Made again after a fork; redis-py's pool and the ORM
+    broker are safe to share between threads."""
+    pid = os.getpid()
+    found = _brokers.get(pid)
+    if found is None:
+        from django_q.brokers import get_broker
+
+        _brokers.clear()
+        found = _brokers[pid] = get_broker()
+    return found
+
+
 def enqueue(run: Run) -> None:
     """Hand the run to the broker (after commit). The job carries the run's
     id, which is how ``rescue_stranded_runs`` recognises it in the broker."""
@@ -382,6 +402,7 @@ def enqueue(run: Run) -> None:
             run.pk,
             task_name=f"{run.task.name}#{run.pk}",
             group="taskrun",
+            broker=job_broker(),
             # The run's row is the record; django-q2's Success row (and its
             # save_limit pruning, which locks every kept row) is a write per
             # run that nothing reads. A failed job is saved.
@@ -440,12 +461,11 @@ def rescue_stranded_runs() -> list[int]:
 
 def _runs_waiting_in_broker() -> set[int]:
     """Ids of the runs whose job waits in the broker, not taken by a cluster."""
-    from django_q.brokers import get_broker
     from django_q.conf import Conf
     from django_q.models import OrmQ
     from django_q.signing import SignedPackage
 
-    broker = get_broker()
+    broker = job_broker()
     if Conf.ORM:
         rows = OrmQ.objects.using(Conf.ORM).filter(key=broker.list_key, lock__lte=timezone.now())
         jobs = [row.task for row in rows]

@@ -115,3 +115,16 @@ def test_an_enqueued_job_is_the_row_django_q2s_orm_broker_would_store(data_dir):
     assert ours.pk != theirs.pk
     assert (ours.key, ours.payload) == (theirs.key, theirs.payload) == ("test", "signed job")
     assert before <= ours.lock <= theirs.lock and ours.lock.tzinfo is not None
+
+
+@pytest.mark.django_db
+def test_a_process_keeps_one_broker_and_makes_a_new_one_after_a_fork(monkeypatch):
+    import os
+
+    from runs import services
+
+    first = services.job_broker()
+    assert services.job_broker() is first
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # what a forked child sees
+    child = services.job_broker()
+    assert child is not first and services.job_broker() is child
