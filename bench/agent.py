@@ -132,13 +132,24 @@ def wait_idle(timeout: float = 120) -> dict:
 
 def clean() -> dict:
     """Forget the runs and jobs of the last rep (not timed)."""
+    from django.db import OperationalError
     from django_q.models import Task as QTask
 
     if _taskrun():
         from runs.models import Run
 
         Run.objects.filter(status__in=Run.Status.final()).delete()
-    QTask.objects.all().delete()
+    # Bare django-q2's monitor may still be saving the last results (their
+    # jobs wrote their markers first): on PostgreSQL its pruning and this
+    # delete can deadlock. Try again.
+    for attempt in range(20):
+        try:
+            QTask.objects.all().delete()
+            break
+        except OperationalError:
+            if attempt == 19:
+                raise
+            time.sleep(0.1)
     return {}
 
 
