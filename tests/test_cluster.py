@@ -94,3 +94,45 @@ def test_sigterm_to_every_process_of_a_cluster_at_once_does_not_hang_it(cluster,
     q = cluster()
     os.killpg(q.pid, signal.SIGTERM)
     q.proc.wait(timeout=20)
+
+
+def test_a_worker_that_ends_a_run_takes_the_next_job_itself_with_its_pusher_frozen(
+    make_task, cluster
+):
+    """The chain (runs.executor._run_waiting_jobs) in a real cluster: with
+    django-q2's pusher stopped, a job enqueued while the worker's run is
+    still running is taken and run by that worker as soon as its run ends."""
+    from runs.broker import wake_dir
+
+    first = make_task("chain_first", "import time; time.sleep(0.3)")
+    second = make_task("chain_second", "print('taken by the worker itself')")
+    # One worker; a pusher that, once it has handed the first job over,
+    # sleeps in its wait (not between statements) when it is stopped.
+    q = cluster(MAX_TASK_WORKERS="1", Q_POLL="5")
+    ours = {p.pid for p in psutil.Process(q.pid).children(recursive=True)}
+
+    def pusher() -> int | None:
+        # The ORM broker's pusher waits on DATA_DIR/wake/<host>-<pid>.sock.
+        for path in wake_dir().glob("*.sock"):
+            pid = int(path.stem.rsplit("-", 1)[1])
+            if pid in ours:
+                return pid
+        return None
+
+    pusher_pid = wait_for(pusher, timeout=10, message="no wake-up socket of this cluster")
+    run = services.start_run(first)
+    wait_for(lambda: Run.objects.get(pk=run.pk).status == S.RUNNING, timeout=20)
+    os.kill(pusher_pid, signal.SIGSTOP)
+    try:
+        later = services.start_run(second)
+        run = wait_for(lambda: finished(run), timeout=20)
+        later = wait_for(lambda: finished(later), timeout=20, message="the job was not taken")
+    finally:
+        os.kill(pusher_pid, signal.SIGCONT)
+    assert (run.status, later.status) == (S.SUCCEEDED, S.SUCCEEDED), later.reason
+    assert later.worker == run.worker
+    assert later.read_log() == b"taken by the worker itself\n"
+    # Both jobs were acknowledged: nothing is left in the broker.
+    from django_q.models import OrmQ
+
+    wait_for(lambda: not OrmQ.objects.exists(), timeout=10, message="a job was not acknowledged")
