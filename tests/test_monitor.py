@@ -91,8 +91,14 @@ def test_a_running_runs_script_is_listed_with_its_run(make_task, execute):
         )
         procs = marked()
         assert {p["role"] for p in procs} == {"script"}
-        run.refresh_from_db()
-        assert run.pid in {p["pid"] for p in procs}
+        # The pid rides along with the supervisor's first write, which comes
+        # within LIVE_OUTPUT_SECONDS of the script's first output.
+        pid = wait_for(
+            lambda: Run.objects.values_list("pid", flat=True).get(pk=run.pk),
+            timeout=5,
+            message="the run's pid was not written",
+        )
+        assert pid in {p["pid"] for p in procs}
     finally:
         services.request_cancel(Run.objects.get(pk=run.pk), actor="test")
         worker.join(30)
