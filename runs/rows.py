@@ -213,8 +213,7 @@ def insert(instance) -> None:
     """``instance.save()`` of a new row, as one plain INSERT that sets its
     primary key; field defaults and ``auto_now_add`` apply as in the ORM."""
     opts = instance._meta
-    fields = [f for f in opts.concrete_fields if not f.primary_key]
-    sql = _insert_returning_sql(opts)
+    sql, fields = _insert_returning_sql(opts)
     db = _db()
     params = [f.get_db_prep_save(f.pre_save(instance, True), db) for f in fields]
     with db.cursor() as cursor:
@@ -228,14 +227,12 @@ def insert(instance) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _insert_returning_sql(opts) -> str:
-    fields = [f for f in opts.concrete_fields if not f.primary_key]
-    columns = ", ".join(_q(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {_q(opts.db_table)} ({columns}) VALUES ({marks})"
+def _insert_returning_sql(opts):
+    names = tuple(f.name for f in opts.concrete_fields if not f.primary_key)
+    sql, fields = _insert_sql(opts, names)
     if connection.features.can_return_columns_from_insert:
         sql += f" RETURNING {_q(opts.pk.column)}"
-    return sql
+    return sql, fields
 
 
 def latest_revision(task_id: int, code_hash: str) -> int | None:
