@@ -80,8 +80,10 @@ class WakingORM(ORM):
 
     def enqueue(self, task):
         """The job's row, as django-q2's ORM broker stores it, with one plain
-        INSERT (every start pays for this one)."""
-        self.get_connection()  # Drops a stale connection, as django-q2 does.
+        INSERT (every start pays for this one). Without django-q2's
+        stale-connection check: a job is enqueued right after the
+        transaction that made its run (on this connection, in this thread)
+        committed, and on PostgreSQL the check is a round trip."""
         connection = connections[Conf.ORM]
         q = connection.ops.quote_name
         sql = (
@@ -122,9 +124,15 @@ class WakingORM(ORM):
         """The oldest waiting job, locked for this process as the pusher
         locks it (a worker between two runs takes its next job itself), if
         ``parse(payload)`` says it is one to take (not None); otherwise it
-        is left exactly as it was. Returns (its id, what parse said)."""
+        is left exactly as it was. Returns (its id, what parse said).
+        No stale-connection check: the worker has just used the connection."""
+        if connections[Conf.ORM].vendor == "postgresql":
+            return self._take_one_keeping_lock(parse)
         with transaction.atomic(using=Conf.ORM):
-            found = self._take(1) if self._can_take_in_one() else self._take_in_two(1)
+            if self._can_take_in_one():
+                found = self._take(1, check=False)
+            else:
+                found = self._take_in_two(1)
             if found:
                 pk, payload = found[0]
                 parsed = parse(payload)
@@ -133,12 +141,38 @@ class WakingORM(ORM):
                 transaction.set_rollback(True, using=Conf.ORM)
         return None
 
-    def _take(self, limit: int | None = None) -> list[tuple[int, str]]:
+    def _take_one_keeping_lock(self, parse: Callable[[str], Any]) -> tuple[int, Any] | None:
+        """PostgreSQL: ``take_one`` without a transaction (one round trip
+        where BEGIN, the take and COMMIT are three): the take returns the
+        job's lock as it was, and a job not to take gets it back."""
+        connection = connections[Conf.ORM]
+        q = connection.ops.quote_name
+        table = q(OrmQ._meta.db_table)
+        sql = (
+            f"UPDATE {table} SET {q('lock')} = %s FROM (SELECT {q('id')}, {q('lock')} FROM {table}"
+            f" WHERE {q('key')} = %s AND {q('lock')} < %s ORDER BY {q('id')} LIMIT 1"
+            f" FOR UPDATE SKIP LOCKED) picked WHERE {table}.{q('id')} = picked.{q('id')}"
+            f" RETURNING {table}.{q('id')}, {table}.{q('payload')}, picked.{q('lock')}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [self.timeout(None), self.list_key, timezone.now()])
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            pk, payload, lock = row
+            parsed = parse(payload)
+            if parsed is not None:
+                return pk, parsed
+            cursor.execute(f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} = %s", [lock, pk])
+        return None
+
+    def _take(self, limit: int | None = None, check: bool = True) -> list[tuple[int, str]]:
         """Lock the oldest waiting jobs for this cluster in one statement (the
         pusher runs once per job: two ORM statements were a quarter of its
         CPU). The outer ``lock <`` makes it a compare-and-set when clusters
         race for a job; PostgreSQL's SKIP LOCKED lets them pass each other."""
-        self.get_connection()  # Drops a stale connection, as django-q2 does.
+        if check:
+            self.get_connection()  # Drops a stale connection, as django-q2 does.
         connection = connections[Conf.ORM]
         q = connection.ops.quote_name
         table = q(OrmQ._meta.db_table)
@@ -164,6 +198,15 @@ class WakingORM(ORM):
         one DELETE, where the ORM's delete() wraps it in a transaction of
         its own, three statements and SQLite's write lock held between."""
         self.get_connection()  # Drops a stale connection, as django-q2 does.
+        self._delete(task_id)
+
+    def done_with(self, task_id) -> None:
+        """A job taken with ``take_one`` is done: its row goes. No
+        stale-connection check: the worker has just used the connection."""
+        self._delete(task_id)
+
+    @staticmethod
+    def _delete(task_id) -> None:
         connection = connections[Conf.ORM]
         q = connection.ops.quote_name
         with connection.cursor() as cursor:
@@ -236,7 +279,7 @@ class WakingORM(ORM):
 
 
 class RedisJobs:
-    """``take_one`` and ``acknowledge`` over django-q2's Redis broker,
+    """``take_one`` and ``done_with`` over django-q2's Redis broker,
     for a worker that takes its next job itself. As with django-q2's own
     dequeue, a job taken is off the list (at most once)."""
 
@@ -254,8 +297,8 @@ class RedisJobs:
             return None
         return None, parsed
 
-    def acknowledge(self, task_id) -> None:
-        pass
+    def done_with(self, task_id) -> None:
+        pass  # Off the list since it was taken.
 
 
 def jobs_to_take(broker):

@@ -18,7 +18,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection
 
 from runs import drain, process, rows, scripts, services, vault
 from runs.limits import RunLimits
@@ -85,12 +85,12 @@ def _run_waiting_jobs(began: float) -> int:
             break  # None waiting, or the next is not a run's: django-q2's turn.
         ack_id, run_id = taken
         try:
-            _execute(run_id)
+            _execute(run_id, fresh=False)
         except Exception:
             logger.exception("run %s: the executor failed", run_id)
         done += 1
         try:
-            broker.acknowledge(ack_id)
+            broker.done_with(ack_id)
         except Exception as exc:
             # Its row stays locked until django-q2's retry, as a job whose
             # acknowledgement was lost; delivered again, it finds its run taken.
@@ -123,8 +123,11 @@ def _broker_to_chain():
     return _chain_broker or None
 
 
-def _execute(run_id: int) -> str:
-    close_old_connections()
+def _execute(run_id: int, fresh: bool = True) -> str:
+    if fresh:
+        # A django-q2 job: drop a connection that went stale while the
+        # worker waited. (In a chain, the run before has just used it.)
+        close_old_connections()
     worker = worker_identity()
     if drain.is_draining():
         # This worker is shutting down: leave the run queued for another one.
@@ -395,15 +398,21 @@ class Supervisor:
         heartbeat_due = began - self.last_heartbeat >= self.heartbeat_every
         if not data and not fields and not heartbeat_due:
             return None
-        with transaction.atomic():
-            self.sink.append(data)
+        chunk = self.sink.chunk(data)
+        try:
             held = services.record_progress(
                 self.run_id,
                 self.worker,
-                log_size=self.sink.size,
+                log_chunk=chunk,
+                log_size=self.sink.size + len(data),
                 log_truncated=self.sink.truncated,
                 **fields,
             )
+        finally:
+            # Past this output even when the write failed: it was read and is
+            # lost, and an answer lost after its commit must not make the
+            # next chunk collide with this one.
+            self.sink.advance(chunk)
         self.unwritten = {}
         if held:
             # The lease runs from when the heartbeat was taken, not from when
@@ -473,15 +482,19 @@ class Supervisor:
         self._append_quietly(data)
 
     def _append_quietly(self, data: bytes) -> None:
+        chunk = self.sink.chunk(data)
         try:
-            with transaction.atomic():
-                self.sink.append(data)
-                services.record_progress(
-                    self.run_id, self.worker, log_size=self.sink.size, **self.unwritten
-                )
+            services.record_progress(
+                self.run_id,
+                self.worker,
+                log_chunk=chunk,
+                log_size=self.sink.size + len(data),
+                **self.unwritten,
+            )
             self.unwritten = {}
         except DatabaseError:
             self._reset_connection()
+        self.sink.advance(chunk)  # As in _write.
 
     def _finish(self, status: str, reason: str) -> str:
         code = self.proc.returncode if self.proc is not None else None
@@ -495,21 +508,23 @@ class Supervisor:
             fields.update(self.usage.finish())
         fields.update(self._marker_fields())
         fields.update(self.unwritten)
+        chunk = self.sink.chunk(rest)
+        fields["log_size"] = self.sink.size + len(rest)
+        fields["log_truncated"] = self.sink.truncated
         for attempt in range(3):
             try:
-                with transaction.atomic():
-                    self.sink.append(rest)
-                    rest = b""
-                    fields["log_size"] = self.sink.size
-                    fields["log_truncated"] = self.sink.truncated
-                    done = services.finish_run(
-                        self.run_id,
-                        self.worker,
-                        status=status,
-                        reason=reason,
-                        known=self.run_obj,
-                        **fields,
-                    )
+                # Nothing of a failed attempt is stored: the next one
+                # stores the same chunk.
+                done = services.finish_run(
+                    self.run_id,
+                    self.worker,
+                    status=status,
+                    reason=reason,
+                    known=self.run_obj,
+                    log_chunk=chunk,
+                    **fields,
+                )
+                self.sink.advance(chunk)
                 break
             except DatabaseError as exc:
                 logger.warning("run %s: could not record the end: %s", self.run_id, exc)

@@ -8,10 +8,6 @@ import json
 import threading
 from typing import BinaryIO
 
-from django.db import transaction
-
-from runs import rows
-
 PROGRESS = b"::progress::"
 RESULT = b"::result::"
 MARKER_LINE_MAX = 64 * 1024
@@ -175,15 +171,12 @@ class LogSink:
             self.truncated = True
         return data
 
-    def append(self, data: bytes) -> None:
-        """Store ``data`` (already encoded). Call inside the writer's
-        transaction, so the log and the run's log_size move together."""
-        if not data:
-            return
-        rows.insert_chunk(self.run_id, self.size, data)
-        self.size += len(data)
+    def chunk(self, data: bytes) -> tuple[int, bytes] | None:
+        """``data`` (already encoded) as the log's next chunk: (its offset,
+        data), None when there is nothing. It is stored with the run's write
+        (log_size and all); ``advance`` once that is committed."""
+        return (self.size, data) if data else None
 
-    def note(self, text: str) -> None:
-        """A line of taskrun's own in the log (start errors, stops)."""
-        with transaction.atomic():
-            self.append(f"[taskrun] {text}\n".encode())
+    def advance(self, chunk: tuple[int, bytes] | None) -> None:
+        if chunk is not None:
+            self.size += len(chunk[1])

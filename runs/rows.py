@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from runs.models import CodeRevision, LogChunk, Run, RunEvent, Secret, Task, TaskLink, Webhook
@@ -35,6 +35,14 @@ def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+def one_statement() -> bool:
+    """Whether a run's change, its event and its log chunk go to the
+    database as one statement (PostgreSQL's data-modifying WITH): one round
+    trip where a transaction of them is four or five, with its BEGIN and
+    COMMIT. SQLite runs in this process: there statements cost no trip."""
+    return _db().vendor == "postgresql"
+
+
 def update_run(
     run_id: int,
     fields: dict[str, Any],
@@ -42,28 +50,67 @@ def update_run(
     status: str,
     where: dict[str, Any] | None = None,
     alone: bool = False,
+    event: tuple[str, str] | None = None,
+    chunk: tuple[int, bytes] | None = None,
 ) -> bool:
     """``UPDATE`` the run to ``fields`` if it is still in ``status`` (and
     matches ``where``); with ``alone``, only if no other run of its task is
-    running. Returns whether the row changed: the compare-and-set."""
+    running. Returns whether the row changed: the compare-and-set.
+
+    ``event`` (actor, reason): the run's event of this change (from
+    ``status`` to ``fields["status"]``), stored only if the change is made.
+    ``chunk`` (offset, data): a piece of its log, stored whether or not the
+    change is made, as a supervisor's write always stored its output. All
+    of it is one change: one statement, or one transaction (the caller's,
+    if it is in one)."""
     where = where or {}
-    sql, set_fields, where_fields = _update_sql(tuple(fields), tuple(where), alone)
+    combined = one_statement() and (event is not None or chunk is not None)
+    sql, set_fields, where_fields = _update_sql(
+        tuple(fields),
+        tuple(where),
+        alone,
+        event=combined and event is not None,
+        chunk=combined and chunk is not None,
+    )
     db = _db()
-    params = [f.get_db_prep_save(v, db) for f, v in zip(set_fields, fields.values(), strict=True)]
+    params = []
+    if combined and chunk is not None:
+        params += _chunk_params(db, run_id, *chunk)
+    params += [f.get_db_prep_save(v, db) for f, v in zip(set_fields, fields.values(), strict=True)]
     params += [run_id, status]
     params += [
         f.get_db_prep_value(v, db) for f, v in zip(where_fields, where.values(), strict=True)
     ]
     if alone:
         params += [Run.Status.RUNNING, run_id]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount == 1
+    if combined:
+        if event is not None:
+            params += _event_params(db, None, status, fields["status"], *event)[1:]
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0] == 1
+    if event is None and chunk is None:
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount == 1
+    with transaction.atomic(savepoint=False):
+        if chunk is not None:
+            insert_chunk(run_id, *chunk)
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            changed = cursor.rowcount == 1
+        if changed and event is not None:
+            insert_event(run_id, status, fields["status"], *event)
+    return changed
 
 
 @functools.lru_cache(maxsize=256)
-def _update_sql(names: tuple[str, ...], where: tuple[str, ...], alone: bool):
-    # The same few shapes every run: built once per process.
+def _update_sql(
+    names: tuple[str, ...], where: tuple[str, ...], alone: bool, event: bool, chunk: bool
+):
+    # The same few shapes every run: built once per process. With an event
+    # or a chunk (PostgreSQL), a WITH of the chunk's INSERT, the UPDATE and
+    # the event's INSERT of the row it changed.
     table = _q(_run.db_table)
     set_fields = [_run.get_field(name) for name in names]
     where_fields = [_run.get_field(name) for name in where]
@@ -71,36 +118,112 @@ def _update_sql(names: tuple[str, ...], where: tuple[str, ...], alone: bool):
     conditions = [f"{_q('id')} = %s", f"{_q('status')} = %s"]
     conditions += [f"{_q(f.column)} = %s" for f in where_fields]
     if alone:
-        conditions.append(
-            f"NOT EXISTS (SELECT 1 FROM {table} other WHERE other.{_q('task_id')} = "
-            f"{table}.{_q('task_id')} AND other.{_q('status')} = %s AND other.{_q('id')} <> %s)"
-        )
+        conditions.append(_alone_sql())
     sql = f"UPDATE {table} SET {sets} WHERE {' AND '.join(conditions)}"
-    return sql, set_fields, where_fields
+    if not (event or chunk):
+        return sql, set_fields, where_fields
+    parts = []
+    if chunk:
+        parts.append(f"chunk AS ({_insert_sql(_chunk, _CHUNK)[0]})")
+    parts.append(f"changed AS ({sql} RETURNING {_q('id')})")
+    if event:
+        parts.append(f"event AS ({_event_from('changed')})")
+    return f"WITH {', '.join(parts)} SELECT count(*) FROM changed", set_fields, where_fields
+
+
+def _alone_sql() -> str:
+    """No other run of the row's task is running (two parameters: the
+    running state, the row's id)."""
+    table = _q(_run.db_table)
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {table} other WHERE other.{_q('task_id')} = "
+        f"{table}.{_q('task_id')} AND other.{_q('status')} = %s AND other.{_q('id')} <> %s)"
+    )
+
+
+_EVENT = ("run_id", "at", "from_status", "to_status", "actor", "reason")
+_CHUNK = ("run_id", "start", "data")
+
+
+def _event_from(source: str) -> str:
+    """The INSERT of an event for each row of ``source`` (its id; five
+    parameters: at, from, to, actor, reason)."""
+    fields = [_event.get_field(name) for name in _EVENT]
+    columns = ", ".join(_q(f.column) for f in fields)
+    return (
+        f"INSERT INTO {_q(_event.db_table)} ({columns})"
+        f" SELECT {_q('id')}, %s, %s, %s, %s, %s FROM {source}"
+    )
+
+
+def _event_params(db, run_id, from_status, to_status, actor, reason) -> list:
+    values = (run_id, timezone.now(), from_status, to_status, actor, reason)
+    fields = [_event.get_field(name) for name in _EVENT]
+    return [f.get_db_prep_save(v, db) for f, v in zip(fields, values, strict=True)]
+
+
+def _chunk_params(db, run_id, start, data) -> list:
+    fields = [_chunk.get_field(name) for name in _CHUNK]
+    return [f.get_db_prep_save(v, db) for f, v in zip(fields, (run_id, start, data), strict=True)]
+
+
+def claim(run_id: int, fields: dict[str, Any], actor: str, reason: str) -> Run | None:
+    """PostgreSQL: claim a queued run in one statement — lock its task (as
+    ``start_run`` locks it, so the two are decided one after the other),
+    set the run to ``fields`` if it is still queued and no other run of its
+    task is running, store the event, and return the run with its task
+    (None when not claimed). A run of the task claimed by another worker
+    while this one waited for the task's lock is not in this statement's
+    snapshot: then the partial unique index refuses the claim
+    (IntegrityError), as it does a race between two transactions."""
+    db = _db()
+    sql, set_fields = _claim_sql(tuple(fields))
+    params = [run_id]
+    params += [f.get_db_prep_save(v, db) for f, v in zip(set_fields, fields.values(), strict=True)]
+    params += [run_id, Run.Status.QUEUED, Run.Status.RUNNING, run_id]
+    params += _event_params(db, None, Run.Status.QUEUED, fields["status"], actor, reason)[1:]
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    width = len(_run.concrete_fields)
+    run = _from_row(db, Run, row[:width])
+    run.task = _from_row(db, Task, row[width:])
+    return run
+
+
+@functools.lru_cache(maxsize=16)
+def _claim_sql(names: tuple[str, ...]):
+    runs, tasks = _q(_run.db_table), _q(Task._meta.db_table)
+    set_fields = [_run.get_field(name) for name in names]
+    sets = ", ".join(f"{_q(f.column)} = %s" for f in set_fields)
+    run_columns = ", ".join(_q(f.column) for f in _run.concrete_fields)
+    task_columns = ", ".join(_q(f.column) for f in Task._meta.concrete_fields)
+    sql = (
+        # Materialized: the task is locked once, before the run's row.
+        f"WITH task AS MATERIALIZED (SELECT {task_columns} FROM {tasks} WHERE {_q('id')} ="
+        f" (SELECT {_q('task_id')} FROM {runs} WHERE {_q('id')} = %s) FOR UPDATE),"
+        f" changed AS (UPDATE {runs} SET {sets} WHERE {_q('id')} = %s AND {_q('status')} = %s"
+        f" AND {_q('task_id')} = (SELECT {_q('id')} FROM task) AND {_alone_sql()}"
+        f" RETURNING {run_columns}),"
+        f" event AS ({_event_from('changed')})"
+        " SELECT changed.*, task.* FROM changed, task"
+    )
+    return sql, set_fields
 
 
 def insert_event(run_id: int, from_status: str, to_status: str, actor: str, reason: str) -> None:
-    values = {
-        "run_id": run_id,
-        "at": timezone.now(),
-        "from_status": from_status,
-        "to_status": to_status,
-        "actor": actor,
-        "reason": reason,
-    }
-    _insert(_event, values)
+    db = _db()
+    params = _event_params(db, run_id, from_status, to_status, actor, reason)
+    with db.cursor() as cursor:
+        cursor.execute(_insert_sql(_event, _EVENT)[0], params)
 
 
 def insert_chunk(run_id: int, start: int, data: bytes) -> None:
-    _insert(_chunk, {"run_id": run_id, "start": start, "data": data})
-
-
-def _insert(opts, values: dict[str, Any]) -> None:
-    sql, fields = _insert_sql(opts, tuple(values))
     db = _db()
-    params = [f.get_db_prep_save(v, db) for f, v in zip(fields, values.values(), strict=True)]
     with db.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_insert_sql(_chunk, _CHUNK)[0], _chunk_params(db, run_id, start, data))
 
 
 @functools.lru_cache(maxsize=64)
@@ -175,8 +298,13 @@ def read(model, pk: int, *, for_update: bool = False):
     with db.cursor() as cursor:
         cursor.execute(sql, [pk])
         row = cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else _from_row(db, model, row, converters)
+
+
+def _from_row(db, model, row, converters=None):
+    """The model instance of a row of all its concrete columns, in order."""
+    if converters is None:
+        converters = _reader(db, model, False)[1]
     values = list(row)
     for i, col, column_converters in converters:
         value = values[i]

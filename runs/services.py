@@ -47,6 +47,7 @@ def transition(
     where: dict | None = None,
     alone: bool = False,
     known: Run | None = None,
+    log_chunk: tuple[int, bytes] | None = None,
     **fields,
 ) -> bool:
     """Compare-and-set a run's state: change it to ``to`` only if it is still in
@@ -56,16 +57,12 @@ def transition(
 
     ``known``: the caller's copy of the run; on a change it gets the new
     values, and what follows a run's end starts from it instead of reading
-    the run again."""
+    the run again. ``log_chunk`` (offset, data): the last of its log, stored
+    with the change (whether or not it is made)."""
     allowed_from = list(allowed_from)
-    # No savepoint inside a caller's transaction: a failure here fails the
-    # caller's transaction anyway, and a savepoint is two statements.
-    with transaction.atomic(savepoint=False):
-        if len(allowed_from) == 1:
-            # The update below is the compare-and-set; a read first would
-            # only tell which of several states it was in.
-            current = allowed_from[0]
-        else:
+    if len(allowed_from) > 1:
+        # Which of several states it is in, read in the change's transaction.
+        with transaction.atomic(savepoint=False):
             current = (
                 Run.objects.filter(pk=run_id, status__in=allowed_from, **(where or {}))
                 .values_list("status", flat=True)
@@ -73,20 +70,44 @@ def transition(
             )
             if current is None:
                 return False
+            return transition(
+                run_id,
+                to=to,
+                allowed_from=[current],
+                actor=actor,
+                reason=reason,
+                where=where,
+                alone=alone,
+                known=known,
+                log_chunk=log_chunk,
+                **fields,
+            )
+    # The update below is the compare-and-set.
+    current = allowed_from[0]
+    if to in _FINAL:
+        # A run's reason says why it ended as it did.
+        fields["reason"] = reason[:500]
+    fields["status"] = to
+    # The change and its event (and a log chunk) are one: one statement on
+    # PostgreSQL, one transaction elsewhere (the caller's, if in one).
+    changed = rows.update_run(
+        run_id,
+        fields,
+        status=current,
+        where=where,
+        alone=alone,
+        event=(actor[:200], reason[:500]),
+        chunk=log_chunk,
+    )
+    if changed:
+        if known is not None:
+            for name, value in fields.items():
+                setattr(known, name, value)
         if to in _FINAL:
-            # A run's reason says why it ended as it did.
-            fields["reason"] = reason[:500]
-        fields["status"] = to
-        changed = rows.update_run(run_id, fields, status=current, where=where, alone=alone)
-        if changed:
-            rows.insert_event(run_id, current, to, actor[:200], reason[:500])
-            if known is not None:
-                for name, value in fields.items():
-                    setattr(known, name, value)
-            if to in _FINAL:
-                # The next waiting run, retries, downstream tasks and
-                # notifications; robust: the end itself is already recorded.
-                transaction.on_commit(lambda: after_run_end(run_id, known), robust=True)
+            # The next waiting run, retries, downstream tasks and
+            # notifications; robust: the end itself is already recorded.
+            # (Outside a transaction, now: the change is committed.)
+            transaction.on_commit(lambda: after_run_end(run_id, known), robust=True)
     return changed
 
 
@@ -492,28 +513,34 @@ def claim_run(run_id: int, worker: str) -> Run | None:
 
     Every run goes through here, so it is a handful of statements: the claim
     is one conditional update (queued, and no other run of the task running),
-    its event, and the read of the run for the supervisor."""
+    its event, and the read of the run for the supervisor; on PostgreSQL one
+    statement (``rows.claim``)."""
     now = timezone.now()
+    claim = {"started_at": now, "heartbeat_at": now, "worker": worker, "status": S.RUNNING}
+    reason = f"claimed by {worker}"
     try:
-        with transaction.atomic():
-            if connection.features.has_select_for_update:
-                # The task first, as start_run locks it (on SQLite the
-                # IMMEDIATE transaction already holds the one write lock).
-                # Joined to the run, so both rows are locked.
-                Task.objects.select_for_update().filter(runs__pk=run_id).values_list("pk").first()
-            claimed = transition(
-                run_id,
-                to=S.RUNNING,
-                allowed_from=[S.QUEUED],
-                alone=True,
-                actor=worker,
-                reason=f"claimed by {worker}",
-                started_at=now,
-                heartbeat_at=now,
-                worker=worker,
-            )
-        if claimed:
-            return rows.run_with_task(run_id)
+        if rows.one_statement():
+            run = rows.claim(run_id, claim, actor=worker, reason=reason)
+            if run is not None:
+                return run
+        else:
+            with transaction.atomic():
+                if connection.features.has_select_for_update:
+                    # The task first, as start_run locks it (on SQLite the
+                    # IMMEDIATE transaction already holds the one write
+                    # lock). Joined to the run, so both rows are locked.
+                    Task.objects.select_for_update().filter(runs__pk=run_id).values_list(
+                        "pk"
+                    ).first()
+                claimed = rows.update_run(
+                    run_id,
+                    claim,
+                    status=S.QUEUED,
+                    alone=True,
+                    event=(worker[:200], reason[:500]),
+                )
+            if claimed:
+                return rows.run_with_task(run_id)
         row = Run.objects.filter(pk=run_id).values_list("task_id", "status").first()
         if row is None or row[1] != S.QUEUED:
             return None  # Redelivered, cancelled or gone: nothing to do.
@@ -562,11 +589,16 @@ def request_cancel(run: Run, user=None, actor: str = "", reason: str = "") -> Ru
     return run
 
 
-def record_progress(run_id: int, worker: str, **fields) -> bool:
-    """The supervisor's periodic write: heartbeat, progress, log size. False
+def record_progress(
+    run_id: int, worker: str, *, log_chunk: tuple[int, bytes] | None = None, **fields
+) -> bool:
+    """The supervisor's periodic write: heartbeat, progress, log size, and
+    the new output (``log_chunk``: offset, data), stored together. False
     when this worker no longer holds the run (the lease was lost)."""
     fields["heartbeat_at"] = timezone.now()
-    return rows.update_run(run_id, fields, status=S.RUNNING, where={"worker": worker})
+    return rows.update_run(
+        run_id, fields, status=S.RUNNING, where={"worker": worker}, chunk=log_chunk
+    )
 
 
 def finish_run(
@@ -576,10 +608,11 @@ def finish_run(
     status: str,
     reason: str = "",
     known: Run | None = None,
+    log_chunk: tuple[int, bytes] | None = None,
     **fields,
 ) -> bool:
     """The supervisor's last write, fenced: only the worker that holds the
-    running run may end it."""
+    running run may end it; with the last of its output."""
     return transition(
         run_id,
         to=status,
@@ -588,6 +621,7 @@ def finish_run(
         actor=worker,
         reason=reason,
         known=known,
+        log_chunk=log_chunk,
         finished_at=timezone.now(),
         **fields,
     )

@@ -138,7 +138,7 @@ def test_on_redis_a_job_is_taken_off_the_list_or_left_at_its_head():
         assert broker.connection.lindex(broker.list_key, 0) == b"other"
         broker.connection.lpop(broker.list_key)
         assert jobs.take_one(wanted) == (None, 7)
-        jobs.acknowledge(None)
+        jobs.done_with(None)
         assert jobs.take_one(wanted) is None and broker.queue_size() == 0
     finally:
         broker.delete_queue()

@@ -79,6 +79,51 @@ def test_two_runs_claimed_at_once_only_one_runs(make_task):
     assert f"run #{first.pk}" in second.reason
 
 
+def test_a_claim_that_waited_for_its_task_while_another_run_started_is_refused(make_task):
+    """The claim waits for the task's lock (PostgreSQL) or the write lock
+    (SQLite) held by a transaction that sets another run of the task
+    running; once that commits, the claim is refused and its run skipped."""
+    from django.db import transaction
+
+    from runs import rows
+
+    task = make_task("waited", "print(1)")
+    first = services.start_run(task)
+    second = Run.objects.create(task=task)  # bypasses the start check on purpose
+    locked = threading.Event()
+    errors = []
+
+    def hold_the_task():
+        try:
+            with transaction.atomic():
+                Task.objects.select_for_update().filter(pk=task.pk).update(description="held")
+                locked.set()
+                time.sleep(0.5)
+                assert rows.update_run(
+                    first.pk, {"status": S.RUNNING, "worker": "w:1"}, status=S.QUEUED
+                )
+        except Exception as exc:  # pragma: no cover - the test reports it
+            errors.append(exc)
+            locked.set()
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_task)
+    holder.start()
+    assert locked.wait(10)
+    began = time.monotonic()
+    assert services.claim_run(second.pk, "w:2") is None
+    waited = time.monotonic() - began
+    holder.join()
+    assert errors == []
+    assert waited > 0.2  # It did wait for the other transaction.
+    second.refresh_from_db()
+    assert second.status == S.SKIPPED and "already running" in second.reason
+    assert list(Run.objects.filter(task=task, status=S.RUNNING).values_list("pk", flat=True)) == [
+        first.pk
+    ]
+
+
 def test_the_database_refuses_a_second_running_run(make_task):
     from django.db import IntegrityError, transaction
 

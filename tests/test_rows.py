@@ -4,10 +4,11 @@ exactly what the ORM would."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from runs import rows, services
-from runs.models import Run, RunEvent, Task
+from runs.models import LogChunk, Run, RunEvent, Task
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +94,71 @@ def test_a_read_for_update_is_the_row_or_none(make_task):
     _same(ours, Task.objects.get(pk=task.pk), Task)
     assert ours._state.db == "default" and not ours._state.adding
     assert rows.read(Task, task.pk + 1000, for_update=True) is None
+
+
+def test_a_change_with_its_event_and_log_chunk_is_stored_as_one(make_task):
+    """One statement on PostgreSQL, one transaction on SQLite: the same rows."""
+    task = make_task("one", "print(1)")
+    run = services.start_run(task)
+    running = {"status": Run.Status.RUNNING, "worker": "w:1"}
+    assert rows.update_run(run.pk, running, status=Run.Status.QUEUED, event=("w:1", "claimed"))
+    ended = {"status": Run.Status.SUCCEEDED, "log_size": 6, "exit_code": 0}
+    assert rows.update_run(
+        run.pk,
+        ended,
+        status=Run.Status.RUNNING,
+        where={"worker": "w:1"},
+        event=("w:1", "done"),
+        chunk=(0, b"hello\n"),
+    )
+    run.refresh_from_db()
+    assert (run.status, run.log_size, run.exit_code) == ("succeeded", 6, 0)
+    assert [bytes(c.data) for c in LogChunk.objects.filter(run=run)] == [b"hello\n"]
+    events = list(RunEvent.objects.filter(run=run).order_by("id"))
+    assert [(e.from_status, e.to_status, e.actor, e.reason) for e in events[1:]] == [
+        ("queued", "running", "w:1", "claimed"),
+        ("running", "succeeded", "w:1", "done"),
+    ]
+    assert all(e.at.tzinfo is not None for e in events)
+
+    # Fenced out: the chunk is stored (a supervisor's output always was),
+    # the run and its events are not changed.
+    assert not rows.update_run(
+        run.pk,
+        {"status": Run.Status.FAILED},
+        status=Run.Status.RUNNING,
+        where={"worker": "w:2"},
+        event=("w:2", "late"),
+        chunk=(6, b"more\n"),
+    )
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert LogChunk.objects.filter(run=run).count() == 2
+    assert RunEvent.objects.filter(run=run).count() == len(events)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's one-statement claim")
+def test_the_one_statement_claim_returns_the_run_and_task_as_the_orm_reads_them(make_task):
+    task = make_task("claimed", "print(1)", env={"A": "1"}, timeout=33)
+    run = services.start_run(task, config={"k": 1}, args=["a"])
+    now = timezone.now()
+    claim = {"started_at": now, "heartbeat_at": now, "worker": "w:1", "status": "running"}
+    ours = rows.claim(run.pk, claim, actor="w:1", reason="claimed by w:1")
+    orm = Run.objects.select_related("task").get(pk=run.pk)
+    _same(ours, orm, Run)
+    _same(ours.task, orm.task, Task)
+    assert (ours.status, ours.worker, ours.started_at) == ("running", "w:1", now)
+    event = RunEvent.objects.filter(run=run).latest("id")
+    assert (event.from_status, event.to_status, event.reason) == (
+        "queued",
+        "running",
+        "claimed by w:1",
+    )
+
+    # Not twice; not a second run of the task beside it; not a missing run.
+    assert rows.claim(run.pk, claim, actor="w:2", reason="again") is None
+    other = Run.objects.create(task=task)
+    assert rows.claim(other.pk, claim, actor="w:2", reason="beside") is None
+    assert Run.objects.get(pk=other.pk).status == "queued"
+    assert rows.claim(run.pk + 1000, claim, actor="w:2", reason="gone") is None
+    assert RunEvent.objects.filter(reason__in=["again", "beside", "gone"]).count() == 0
