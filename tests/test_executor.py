@@ -26,6 +26,31 @@ def test_exit_zero_succeeds_and_keeps_output(make_task, execute):
     assert [e.to_status for e in run.events.all()] == ["queued", "running", "succeeded"]
 
 
+def test_an_end_that_could_not_be_stored_at_first_is_stored_whole_on_retry(
+    make_task, execute, monkeypatch
+):
+    """The end and the last of the output are one write: a failed attempt
+    stores neither, and the retry stores both."""
+    from django.db import OperationalError
+
+    task = make_task("retried", "print('the last words')")
+    real = services.finish_run
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs.get("log_chunk"))
+        if len(calls) == 1:
+            raise OperationalError("the database went away for a moment")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services, "finish_run", flaky)
+    run = execute(services.start_run(task))
+    assert len(calls) == 2 and calls[0] == calls[1] == (0, b"the last words\n")
+    assert run.status == S.SUCCEEDED
+    assert run.read_log() == b"the last words\n"
+    assert run.log_size == len(b"the last words\n")
+
+
 def test_non_zero_exit_fails_with_the_code(make_task, execute):
     task = make_task("bad", "import sys; print('oops', file=sys.stderr); sys.exit(3)")
     run = execute(services.start_run(task))
