@@ -72,6 +72,13 @@ def poke() -> int:
     return reached
 
 
+def _jobs_table():
+    """The ORM broker's connection, its quoting, and the jobs' table quoted."""
+    connection = connections[Conf.ORM]
+    q = connection.ops.quote_name
+    return connection, q, q(OrmQ._meta.db_table)
+
+
 class WakingORM(ORM):
     """The ORM broker; its pusher sleeps on a socket that ``enqueue`` pokes."""
 
@@ -84,12 +91,8 @@ class WakingORM(ORM):
         stale-connection check: a job is enqueued right after the
         transaction that made its run (on this connection, in this thread)
         committed, and on PostgreSQL the check is a round trip."""
-        connection = connections[Conf.ORM]
-        q = connection.ops.quote_name
-        sql = (
-            f"INSERT INTO {q(OrmQ._meta.db_table)} ({q('key')}, {q('payload')}, {q('lock')})"
-            " VALUES (%s, %s, %s)"
-        )
+        connection, q, table = _jobs_table()
+        sql = f"INSERT INTO {table} ({q('key')}, {q('payload')}, {q('lock')}) VALUES (%s, %s, %s)"
         returning = connection.features.can_return_columns_from_insert
         if returning:
             sql += f" RETURNING {q('id')}"
@@ -145,9 +148,7 @@ class WakingORM(ORM):
         """PostgreSQL: ``take_one`` without a transaction (one round trip
         where BEGIN, the take and COMMIT are three): the take returns the
         job's lock as it was, and a job not to take gets it back."""
-        connection = connections[Conf.ORM]
-        q = connection.ops.quote_name
-        table = q(OrmQ._meta.db_table)
+        connection, q, table = _jobs_table()
         sql = (
             f"UPDATE {table} SET {q('lock')} = %s FROM (SELECT {q('id')}, {q('lock')} FROM {table}"
             f" WHERE {q('key')} = %s AND {q('lock')} < %s ORDER BY {q('id')} LIMIT 1"
@@ -173,9 +174,7 @@ class WakingORM(ORM):
         race for a job; PostgreSQL's SKIP LOCKED lets them pass each other."""
         if check:
             self.get_connection()  # Drops a stale connection, as django-q2 does.
-        connection = connections[Conf.ORM]
-        q = connection.ops.quote_name
-        table = q(OrmQ._meta.db_table)
+        connection, q, table = _jobs_table()
         pick = (
             f"SELECT {q('id')} FROM {table} WHERE {q('key')} = %s AND {q('lock')} < %s"
             f" ORDER BY {q('id')} LIMIT %s"
@@ -207,10 +206,9 @@ class WakingORM(ORM):
 
     @staticmethod
     def _delete(task_id) -> None:
-        connection = connections[Conf.ORM]
-        q = connection.ops.quote_name
+        connection, q, table = _jobs_table()
         with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {q(OrmQ._meta.db_table)} WHERE {q('id')} = %s", [task_id])
+            cursor.execute(f"DELETE FROM {table} WHERE {q('id')} = %s", [task_id])
 
     def _take_in_two(self, limit: int | None = None) -> list[tuple[int, str]]:
         now = timezone.now()
