@@ -55,10 +55,11 @@ class RunUsage:
         self.started = time.monotonic()
         self.next_sample = self.started
         self.next_write = self.started + write_every
-        try:
-            self.root: psutil.Process | None = psutil.Process(pid)
-        except psutil.Error:
-            self.root = None
+        # Looked up at the first measure, while the script is still the
+        # supervisor's unreaped child (its pid cannot be reused before
+        # then); a script gone before its first sample is never looked up.
+        self.root: psutil.Process | None = None
+        self._root_looked_up = False
         # Every process seen in the tree, kept so that cpu figures have a
         # baseline and an orphaned grandchild is still counted once seen.
         self.procs: dict[int, psutil.Process] = {}
@@ -90,8 +91,12 @@ class RunUsage:
         return {}
 
     def finish(self) -> dict[str, Any]:
-        """The last measure (what is left of the tree) and the final fields."""
-        self._measure_safely(time.monotonic())
+        """The last measure (what is left of the tree) and the final fields.
+        Call once the script has been reaped."""
+        if self._root_looked_up:
+            self._measure_safely(time.monotonic())
+        # else: never sampled, nothing was seen, and the pid may be reused.
+        self._root_looked_up = True
         self._flush_bucket()
         return self.fields()
 
@@ -116,6 +121,12 @@ class RunUsage:
 
     def _tree(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}
+        if not self._root_looked_up:
+            self._root_looked_up = True
+            try:
+                self.root = psutil.Process(self.pid)
+            except psutil.Error:
+                self.root = None
         # Once the script has been reaped (the run's last measure), only the
         # processes already seen are left to read: children() would scan
         # every process of the host for nothing.
