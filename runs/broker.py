@@ -28,6 +28,8 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
+from runs import rows
+
 logger = logging.getLogger(__name__)
 
 # Longest path a UNIX socket may have (sun_path, 108 bytes with its NUL).
@@ -97,8 +99,9 @@ class WakingORM(ORM):
         if returning:
             sql += f" RETURNING {q('id')}"
         now = connection.ops.adapt_datetimefield_value(timezone.now())
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [self.list_key or Conf.CLUSTER_NAME, task, now])
+        with rows.statement(
+            connection, sql, [self.list_key or Conf.CLUSTER_NAME, task, now]
+        ) as cursor:
             if returning:
                 pk = cursor.fetchone()[0]
             else:
@@ -155,16 +158,19 @@ class WakingORM(ORM):
             f" FOR UPDATE SKIP LOCKED) picked WHERE {table}.{q('id')} = picked.{q('id')}"
             f" RETURNING {table}.{q('id')}, {table}.{q('payload')}, picked.{q('lock')}"
         )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [self.timeout(None), self.list_key, timezone.now()])
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            pk, payload, lock = row
-            parsed = parse(payload)
-            if parsed is not None:
-                return pk, parsed
-            cursor.execute(f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} = %s", [lock, pk])
+        with rows.statement(
+            connection, sql, [self.timeout(None), self.list_key, timezone.now()]
+        ) as c:
+            row = c.fetchone()
+        if row is None:
+            return None
+        pk, payload, lock = row
+        parsed = parse(payload)
+        if parsed is not None:
+            return pk, parsed
+        rows.execute(
+            connection, f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} = %s", [lock, pk]
+        )
         return None
 
     def _take(self, limit: int | None = None, check: bool = True) -> list[tuple[int, str]]:
@@ -188,8 +194,8 @@ class WakingORM(ORM):
         adapt = connection.ops.adapt_datetimefield_value
         now = adapt(timezone.now())
         until = adapt(self.timeout(None))
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [until, self.list_key, now, limit or Conf.BULK, now])
+        params = [until, self.list_key, now, limit or Conf.BULK, now]
+        with rows.statement(connection, sql, params) as cursor:
             return [(pk, payload) for pk, payload in cursor.fetchall()]
 
     def delete(self, task_id) -> None:
@@ -207,8 +213,7 @@ class WakingORM(ORM):
     @staticmethod
     def _delete(task_id) -> None:
         connection, q, table = _jobs_table()
-        with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {table} WHERE {q('id')} = %s", [task_id])
+        rows.execute(connection, f"DELETE FROM {table} WHERE {q('id')} = %s", [task_id])
 
     def _take_in_two(self, limit: int | None = None) -> list[tuple[int, str]]:
         now = timezone.now()

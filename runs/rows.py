@@ -11,6 +11,7 @@ off the hot path uses the ORM."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -33,6 +34,36 @@ def _db():
 
 def _q(name: str) -> str:
     return connection.ops.quote_name(name)
+
+
+@contextlib.contextmanager
+def statement(db, sql: str, params):
+    """Execute ``sql`` on the connection's own DB-API cursor, as Django's
+    cursor would (the health check, the connection, a broken transaction
+    refused, errors raised as Django's): its wrapper adds, on every call,
+    thread and async checks, and for SQLite a regex rewrite of each ``%s``
+    to ``?`` — for these statements that is done once."""
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors:
+        cursor = db.connection.cursor()
+        try:
+            cursor.execute(_native(db.vendor, sql), params)
+            yield cursor
+        finally:
+            cursor.close()
+
+
+def execute(db, sql: str, params) -> None:
+    with statement(db, sql, params):
+        pass
+
+
+@functools.lru_cache(maxsize=512)
+def _native(vendor: str, sql: str) -> str:
+    # None of these statements has a literal "%".
+    return sql.replace("%s", "?") if vendor == "sqlite" else sql
 
 
 def one_statement() -> bool:
@@ -86,18 +117,15 @@ def update_run(
     if combined:
         if event is not None:
             params += _event_params(db, None, status, fields["status"], *event)[1:]
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
+        with statement(db, sql, params) as cursor:
             return cursor.fetchone()[0] == 1
     if event is None and chunk is None:
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
+        with statement(db, sql, params) as cursor:
             return cursor.rowcount == 1
     with transaction.atomic(savepoint=False):
         if chunk is not None:
             insert_chunk(run_id, *chunk)
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
+        with statement(db, sql, params) as cursor:
             changed = cursor.rowcount == 1
         if changed and event is not None:
             insert_event(run_id, status, fields["status"], *event)
@@ -182,8 +210,7 @@ def claim(run_id: int, fields: dict[str, Any], actor: str, reason: str) -> Run |
     params += [f.get_db_prep_save(v, db) for f, v in zip(set_fields, fields.values(), strict=True)]
     params += [run_id, Run.Status.QUEUED, Run.Status.RUNNING, run_id]
     params += _event_params(db, None, Run.Status.QUEUED, fields["status"], actor, reason)[1:]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
+    with statement(db, sql, params) as cursor:
         row = cursor.fetchone()
     if row is None:
         return None
@@ -216,14 +243,12 @@ def _claim_sql(names: tuple[str, ...]):
 def insert_event(run_id: int, from_status: str, to_status: str, actor: str, reason: str) -> None:
     db = _db()
     params = _event_params(db, run_id, from_status, to_status, actor, reason)
-    with db.cursor() as cursor:
-        cursor.execute(_insert_sql(_event, _EVENT)[0], params)
+    execute(db, _insert_sql(_event, _EVENT)[0], params)
 
 
 def insert_chunk(run_id: int, start: int, data: bytes) -> None:
     db = _db()
-    with db.cursor() as cursor:
-        cursor.execute(_insert_sql(_chunk, _CHUNK)[0], _chunk_params(db, run_id, start, data))
+    execute(db, _insert_sql(_chunk, _CHUNK)[0], _chunk_params(db, run_id, start, data))
 
 
 @functools.lru_cache(maxsize=64)
@@ -238,8 +263,7 @@ def what_follows(task_id: int) -> tuple[bool, bool, bool]:
     """(a run of the task waits in line, the task has downstream tasks, it has
     an enabled webhook): what decides whether a run's end needs more work."""
     sql = _what_follows_sql()
-    with _db().cursor() as cursor:
-        cursor.execute(sql, [task_id, Run.Status.QUEUED, task_id, task_id])
+    with statement(_db(), sql, [task_id, Run.Status.QUEUED, task_id, task_id]) as cursor:
         waiting, downstream, webhooks = cursor.fetchone()
     return bool(waiting), bool(downstream), bool(webhooks)
 
@@ -261,8 +285,7 @@ def live_runs(task_id: int, exclude: int | None = None) -> list[tuple[int, str, 
     against."""
     sql = _live_runs_sql()
     params = [task_id, Run.Status.QUEUED, Run.Status.RUNNING, -1 if exclude is None else exclude]
-    with _db().cursor() as cursor:
-        cursor.execute(sql, params)
+    with statement(_db(), sql, params) as cursor:
         return [(pk, status, bool(waiting)) for pk, status, waiting in cursor.fetchall()]
 
 
@@ -295,8 +318,7 @@ def read(model, pk: int, *, for_update: bool = False):
     database can (select_for_update)."""
     db = _db()
     sql, converters = _reader(db, model, for_update)
-    with db.cursor() as cursor:
-        cursor.execute(sql, [pk])
+    with statement(db, sql, [pk]) as cursor:
         row = cursor.fetchone()
     return None if row is None else _from_row(db, model, row, converters)
 
@@ -344,8 +366,7 @@ def insert(instance) -> None:
     sql, fields = _insert_returning_sql(opts)
     db = _db()
     params = [f.get_db_prep_save(f.pre_save(instance, True), db) for f in fields]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
+    with statement(db, sql, params) as cursor:
         if db.features.can_return_columns_from_insert:
             instance.pk = cursor.fetchone()[0]
         else:
@@ -366,8 +387,7 @@ def _insert_returning_sql(opts):
 def latest_revision(task_id: int, code_hash: str) -> int | None:
     """The id of the task's newest revision with this code, if any."""
     sql = _latest_revision_sql()
-    with _db().cursor() as cursor:
-        cursor.execute(sql, [task_id, code_hash])
+    with statement(_db(), sql, [task_id, code_hash]) as cursor:
         row = cursor.fetchone()
     return row[0] if row else None
 
@@ -385,8 +405,7 @@ def secrets_of(task_id: int) -> list[tuple[bool, str, bytes]]:
     """(the task's own, name, encrypted value) of the global secrets and the
     task's."""
     sql = _secrets_of_sql()
-    with _db().cursor() as cursor:
-        cursor.execute(sql, [task_id])
+    with statement(_db(), sql, [task_id]) as cursor:
         return [(bool(own), name, bytes(value)) for own, name, value in cursor.fetchall()]
 
 

@@ -162,3 +162,15 @@ def test_the_one_statement_claim_returns_the_run_and_task_as_the_orm_reads_them(
     assert Run.objects.get(pk=other.pk).status == "queued"
     assert rows.claim(run.pk + 1000, claim, actor="w:2", reason="gone") is None
     assert RunEvent.objects.filter(reason__in=["again", "beside", "gone"]).count() == 0
+
+
+def test_a_statement_fails_with_djangos_errors(make_task):
+    """Straight on the DB-API cursor, errors are still Django's: callers
+    catch django.db.IntegrityError (a claim refused by the unique index)."""
+    from django.db import IntegrityError, transaction
+
+    run = services.start_run(make_task("errs", "print(1)"))
+    rows.insert_chunk(run.pk, 0, b"one")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows.insert_chunk(run.pk, 0, b"again")  # (run, start) is unique
+    assert [bytes(c.data) for c in LogChunk.objects.filter(run=run)] == [b"one"]
