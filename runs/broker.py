@@ -134,18 +134,34 @@ class WakingORM(ORM):
         No stale-connection check: the worker has just used the connection."""
         if connections[Conf.ORM].vendor == "postgresql":
             return self._take_one_keeping_lock(parse)
-        with transaction.atomic(using=Conf.ORM):
-            if self._can_take_in_one():
-                found = self._take(1, check=False)
-            else:
-                found = self._take_in_two(1)
-            if found:
-                pk, payload = found[0]
-                parsed = parse(payload)
-                if parsed is not None:
-                    return pk, parsed
-                transaction.set_rollback(True, using=Conf.ORM)
-        return None
+        return self._take_one_looked_at(parse)
+
+    def _take_one_looked_at(self, parse: Callable[[str], Any]) -> tuple[int, Any] | None:
+        """Elsewhere (SQLite): read the oldest waiting job, and take it only
+        if it is one to take, with a compare-and-set of its lock; a job
+        another process took meanwhile ends the chain. No transaction: a
+        job not to take is never written."""
+        connection, q, table = _jobs_table()
+        adapt = connection.ops.adapt_datetimefield_value
+        now = adapt(timezone.now())
+        sql = (
+            f"SELECT {q('id')}, {q('payload')} FROM {table}"
+            f" WHERE {q('key')} = %s AND {q('lock')} < %s ORDER BY {q('id')} LIMIT 1"
+        )
+        with rows.statement(connection, sql, [self.list_key, now]) as cursor:
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        pk, payload = row
+        parsed = parse(payload)
+        if parsed is None:
+            return None
+        # Still waiting (a taken job's lock is in the future): the pusher's
+        # compare-and-set.
+        sql = f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} = %s AND {q('lock')} < %s"
+        with rows.statement(connection, sql, [adapt(self.timeout(None)), pk, now]) as cursor:
+            taken = cursor.rowcount == 1
+        return (pk, parsed) if taken else None
 
     def _take_one_keeping_lock(self, parse: Callable[[str], Any]) -> tuple[int, Any] | None:
         """PostgreSQL: ``take_one`` without a transaction (one round trip
@@ -173,13 +189,12 @@ class WakingORM(ORM):
         )
         return None
 
-    def _take(self, limit: int | None = None, check: bool = True) -> list[tuple[int, str]]:
+    def _take(self, limit: int | None = None) -> list[tuple[int, str]]:
         """Lock the oldest waiting jobs for this cluster in one statement (the
         pusher runs once per job: two ORM statements were a quarter of its
         CPU). The outer ``lock <`` makes it a compare-and-set when clusters
         race for a job; PostgreSQL's SKIP LOCKED lets them pass each other."""
-        if check:
-            self.get_connection()  # Drops a stale connection, as django-q2 does.
+        self.get_connection()  # Drops a stale connection, as django-q2 does.
         connection, q, table = _jobs_table()
         pick = (
             f"SELECT {q('id')} FROM {table} WHERE {q('key')} = %s AND {q('lock')} < %s"

@@ -176,22 +176,26 @@ _CHUNK = ("run_id", "start", "data")
 def _event_from(source: str) -> str:
     """The INSERT of an event for each row of ``source`` (its id; five
     parameters: at, from, to, actor, reason)."""
-    fields = [_event.get_field(name) for name in _EVENT]
-    columns = ", ".join(_q(f.column) for f in fields)
+    columns = ", ".join(_q(f.column) for f in _fields(_event, _EVENT))
     return (
         f"INSERT INTO {_q(_event.db_table)} ({columns})"
         f" SELECT {_q('id')}, %s, %s, %s, %s, %s FROM {source}"
     )
 
 
+@functools.cache
+def _fields(opts, names: tuple[str, ...]) -> list:
+    return [opts.get_field(name) for name in names]
+
+
 def _event_params(db, run_id, from_status, to_status, actor, reason) -> list:
     values = (run_id, timezone.now(), from_status, to_status, actor, reason)
-    fields = [_event.get_field(name) for name in _EVENT]
+    fields = _fields(_event, _EVENT)
     return [f.get_db_prep_save(v, db) for f, v in zip(fields, values, strict=True)]
 
 
 def _chunk_params(db, run_id, start, data) -> list:
-    fields = [_chunk.get_field(name) for name in _CHUNK]
+    fields = _fields(_chunk, _CHUNK)
     return [f.get_db_prep_save(v, db) for f, v in zip(fields, (run_id, start, data), strict=True)]
 
 

@@ -3,6 +3,7 @@ schedules and the executor are doors onto these functions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -524,11 +525,12 @@ def claim_run(run_id: int, worker: str) -> Run | None:
             if run is not None:
                 return run
         else:
-            with transaction.atomic():
-                if connection.features.has_select_for_update:
-                    # The task first, as start_run locks it (on SQLite the
-                    # IMMEDIATE transaction already holds the one write
-                    # lock). Joined to the run, so both rows are locked.
+            # On SQLite the change's own IMMEDIATE transaction holds the one
+            # write lock; elsewhere the task is locked first, as start_run
+            # locks it, joined to the run so that both rows are.
+            locking = connection.features.has_select_for_update
+            with transaction.atomic() if locking else contextlib.nullcontext():
+                if locking:
                     Task.objects.select_for_update().filter(runs__pk=run_id).values_list(
                         "pk"
                     ).first()

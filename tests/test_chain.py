@@ -45,6 +45,23 @@ def test_a_worker_runs_the_waiting_run_jobs_and_acknowledges_each(queued):
     assert executor._run_waiting_jobs(time.monotonic()) == 0
 
 
+def test_a_job_the_pusher_takes_while_a_worker_looks_at_it_is_taken_once(queued):
+    """The worker's take and the pusher's race for one job: exactly one of
+    them gets it."""
+    queued(1)
+    jobs = services.job_broker()
+    pushers = []
+
+    def parse_while_the_pusher_takes(payload):
+        pushers.append(jobs._take(1))
+        return executor._run_of_job(payload)
+
+    worker = jobs.take_one(parse_while_the_pusher_takes)
+    (pusher,) = pushers
+    assert (worker is None) != (pusher == []), (worker, pusher)
+    assert OrmQ.objects.get().lock > timezone.now()  # taken, by one of them
+
+
 def test_a_job_that_is_not_a_run_goes_back_to_the_broker_first_in_line(queued):
     async_task("math.floor", 1.5)
     runs = queued(1)
