@@ -174,3 +174,33 @@ def test_a_statement_fails_with_djangos_errors(make_task):
     with pytest.raises(IntegrityError), transaction.atomic():
         rows.insert_chunk(run.pk, 0, b"again")  # (run, start) is unique
     assert [bytes(c.data) for c in LogChunk.objects.filter(run=run)] == [b"one"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_that_fails_leaves_nothing_and_no_transaction_open(make_task):
+    from django.db import IntegrityError
+    from django.db import connection as db
+
+    run = services.start_run(make_task("undone", "print(1)"))
+    rows.insert_chunk(run.pk, 0, b"first")
+    with pytest.raises(IntegrityError):
+        # The chunk collides with the stored one: the change is not made.
+        rows.update_run(
+            run.pk,
+            {"status": Run.Status.RUNNING, "worker": "w:1"},
+            status=Run.Status.QUEUED,
+            event=("w:1", "claimed"),
+            chunk=(0, b"again"),
+        )
+    if db.vendor == "postgresql":
+        assert not db.connection.info.transaction_status  # IDLE
+    else:
+        assert not db.connection.in_transaction
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED
+    assert not RunEvent.objects.filter(run=run, reason="claimed").exists()
+    # The connection goes on in autocommit.
+    assert rows.update_run(
+        run.pk, {"status": Run.Status.RUNNING}, status=Run.Status.QUEUED, event=("w:1", "again")
+    )
+    assert Run.objects.get(pk=run.pk).status == Run.Status.RUNNING
