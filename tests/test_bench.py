@@ -91,26 +91,19 @@ def test_the_executor_cpu_probe_runs_trivial_runs_and_prints_its_figures(tmp_pat
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(TMPDIR=str(tmp_path))
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.executor_cpu", "--runs", "3"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def probe(runs: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "bench.executor_cpu", "--runs", runs]
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    out = probe("3")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert figures["runs"] == 3
     assert 0 < figures["cpu_ms_per_run"] < figures["wall_ms_per_run"] * 2
     assert list(tmp_path.iterdir()) == []  # its folder is gone
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "bench.executor_cpu", "--runs", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = probe("0")
     assert bad.returncode == 2 and "--runs must be at least 1" in bad.stderr
