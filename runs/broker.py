@@ -131,16 +131,11 @@ class WakingORM(ORM):
         locks it (a worker between two runs takes its next job itself), if
         ``parse(payload)`` says it is one to take (not None); otherwise it
         is left exactly as it was. Returns (its id, what parse said).
-        No stale-connection check: the worker has just used the connection."""
-        if connections[Conf.ORM].vendor == "postgresql":
-            return self._take_one_keeping_lock(parse)
-        return self._take_one_looked_at(parse)
 
-    def _take_one_looked_at(self, parse: Callable[[str], Any]) -> tuple[int, Any] | None:
-        """Elsewhere (SQLite): read the oldest waiting job, and take it only
-        if it is one to take, with a compare-and-set of its lock; a job
-        another process took meanwhile ends the chain. No transaction: a
-        job not to take is never written."""
+        The job is read, then taken with the pusher's compare-and-set (its
+        lock still in the past), so a job not to take is never written, and
+        one the pusher took meanwhile ends the chain. No transaction, and no
+        stale-connection check: the worker has just used the connection."""
         connection, q, table = _jobs_table()
         adapt = connection.ops.adapt_datetimefield_value
         now = adapt(timezone.now())
@@ -156,38 +151,10 @@ class WakingORM(ORM):
         parsed = parse(payload)
         if parsed is None:
             return None
-        # Still waiting (a taken job's lock is in the future): the pusher's
-        # compare-and-set.
         sql = f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} = %s AND {q('lock')} < %s"
         with rows.statement(connection, sql, [adapt(self.timeout(None)), pk, now]) as cursor:
             taken = cursor.rowcount == 1
         return (pk, parsed) if taken else None
-
-    def _take_one_keeping_lock(self, parse: Callable[[str], Any]) -> tuple[int, Any] | None:
-        """PostgreSQL: ``take_one`` without a transaction (one round trip
-        where BEGIN, the take and COMMIT are three): the take returns the
-        job's lock as it was, and a job not to take gets it back."""
-        connection, q, table = _jobs_table()
-        sql = (
-            f"UPDATE {table} SET {q('lock')} = %s FROM (SELECT {q('id')}, {q('lock')} FROM {table}"
-            f" WHERE {q('key')} = %s AND {q('lock')} < %s ORDER BY {q('id')} LIMIT 1"
-            f" FOR UPDATE SKIP LOCKED) picked WHERE {table}.{q('id')} = picked.{q('id')}"
-            f" RETURNING {table}.{q('id')}, {table}.{q('payload')}, picked.{q('lock')}"
-        )
-        with rows.statement(
-            connection, sql, [self.timeout(None), self.list_key, timezone.now()]
-        ) as c:
-            row = c.fetchone()
-        if row is None:
-            return None
-        pk, payload, lock = row
-        parsed = parse(payload)
-        if parsed is not None:
-            return pk, parsed
-        rows.execute(
-            connection, f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} = %s", [lock, pk]
-        )
-        return None
 
     def _take(self, limit: int | None = None) -> list[tuple[int, str]]:
         """Lock the oldest waiting jobs for this cluster in one statement (the

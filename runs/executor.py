@@ -513,8 +513,8 @@ class Supervisor:
         fields["log_truncated"] = self.sink.truncated
         for attempt in range(3):
             try:
-                # Nothing of a failed attempt is stored: the next one
-                # stores the same chunk.
+                # A failed attempt stored nothing (the next one stores the
+                # same chunk), unless only its answer was lost: see below.
                 done = services.finish_run(
                     self.run_id,
                     self.worker,
@@ -529,6 +529,14 @@ class Supervisor:
             except DatabaseError as exc:
                 logger.warning("run %s: could not record the end: %s", self.run_id, exc)
                 self._reset_connection()
+                if self._end_stored(status):
+                    # Committed, but the answer was lost: what follows a
+                    # run's end (its retry, downstream tasks, notifications)
+                    # is still to do.
+                    self.sink.advance(chunk)
+                    self._after_end()
+                    done = True
+                    break
                 done = False
                 time.sleep(0.5 * (attempt + 1))
         if not done:
@@ -537,6 +545,20 @@ class Supervisor:
             )
             return f"fenced: {status}"
         return status
+
+    def _end_stored(self, status: str) -> bool:
+        """Whether this worker's end of the run is in the database."""
+        try:
+            return Run.objects.filter(pk=self.run_id, status=status, worker=self.worker).exists()
+        except DatabaseError:
+            self._reset_connection()
+            return False
+
+    def _after_end(self) -> None:
+        try:
+            services.after_run_end(self.run_id)
+        except Exception:
+            logger.exception("run %s: what follows its end failed", self.run_id)
 
     def _reset_connection(self) -> None:
         try:

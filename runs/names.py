@@ -1,6 +1,5 @@
 """The rules for task names and the paths they map to inside TASKS_DIR."""
 
-import functools
 import os
 import re
 from pathlib import Path
@@ -23,19 +22,31 @@ def validate_task_name(name: str) -> None:
 
 
 def _tasks_dir() -> Path:
-    """TASKS_DIR resolved (every run asks): worked out again only when the
-    folder it leads to changes (a symlink swapped by a deployment, say)."""
+    """TASKS_DIR resolved (every run asks): worked out again whenever the
+    folder it leads to is not the one resolved before (a symlink swapped by
+    a deployment, a folder renamed): two stats instead of a walk."""
     folder = str(settings.TASKS_DIR)
     try:
         found = os.stat(folder)
     except OSError:
         return Path(folder).resolve()
-    return _resolved(folder, found.st_dev, found.st_ino)
+    key = (found.st_dev, found.st_ino)
+    known = _resolved_dirs.get(folder)
+    if known is not None and known[0] == key:
+        try:
+            again = os.stat(known[1])
+        except OSError:
+            again = None
+        if again is not None and (again.st_dev, again.st_ino) == key:
+            return known[1]
+    resolved = Path(folder).resolve()
+    if len(_resolved_dirs) > 16:
+        _resolved_dirs.clear()
+    _resolved_dirs[folder] = (key, resolved)
+    return resolved
 
 
-@functools.lru_cache(maxsize=8)
-def _resolved(folder: str, device: int, inode: int) -> Path:
-    return Path(folder).resolve()
+_resolved_dirs: dict[str, tuple[tuple[int, int], Path]] = {}
 
 
 def script_path(name: str) -> Path:

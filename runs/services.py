@@ -520,33 +520,19 @@ def claim_run(run_id: int, worker: str) -> Run | None:
     claim = {"started_at": now, "heartbeat_at": now, "worker": worker, "status": S.RUNNING}
     reason = f"claimed by {worker}"
     try:
-        if rows.one_statement():
-            run = rows.claim(run_id, claim, actor=worker, reason=reason)
+        for _attempt in range(2):
+            run = _claim(run_id, worker, claim, reason)
             if run is not None:
                 return run
-        else:
-            # On SQLite the change's own IMMEDIATE transaction holds the one
-            # write lock; elsewhere the task is locked first, as start_run
-            # locks it, joined to the run so that both rows are.
-            locking = connection.features.has_select_for_update
-            with transaction.atomic() if locking else contextlib.nullcontext():
-                if locking:
-                    Task.objects.select_for_update().filter(runs__pk=run_id).values_list(
-                        "pk"
-                    ).first()
-                claimed = rows.update_run(
-                    run_id,
-                    claim,
-                    status=S.QUEUED,
-                    alone=True,
-                    event=(worker[:200], reason[:500]),
-                )
-            if claimed:
-                return rows.run_with_task(run_id)
-        row = Run.objects.filter(pk=run_id).values_list("task_id", "status").first()
-        if row is None or row[1] != S.QUEUED:
-            return None  # Redelivered, cancelled or gone: nothing to do.
-        other = Run.objects.filter(task_id=row[0], status=S.RUNNING).exclude(pk=run_id).first()
+            row = Run.objects.filter(pk=run_id).values_list("task_id", "status").first()
+            if row is None or row[1] != S.QUEUED:
+                return None  # Redelivered, cancelled or gone: nothing to do.
+            other = Run.objects.filter(task_id=row[0], status=S.RUNNING).exclude(pk=run_id).first()
+            if other is not None:
+                break
+            # Queued, and nothing of its task running now: the run in the
+            # way ended meanwhile (on PostgreSQL the claim's snapshot is
+            # taken before it waits for the task's lock). Once more.
     except IntegrityError:
         # The partial unique index: another worker set a run of this task
         # running between our check and our write.
@@ -565,6 +551,23 @@ def claim_run(run_id: int, worker: str) -> Run | None:
         finished_at=timezone.now(),
     )
     return None
+
+
+def _claim(run_id: int, worker: str, claim: dict, reason: str) -> Run | None:
+    """One claim: the run with its task if this worker got it, else None."""
+    if rows.one_statement():
+        return rows.claim(run_id, dict(claim), actor=worker, reason=reason)
+    # On SQLite the change's own IMMEDIATE transaction holds the one write
+    # lock; elsewhere the task is locked first, as start_run locks it,
+    # joined to the run so that both rows are.
+    locking = connection.features.has_select_for_update
+    with transaction.atomic() if locking else contextlib.nullcontext():
+        if locking:
+            Task.objects.select_for_update().filter(runs__pk=run_id).values_list("pk").first()
+        claimed = rows.update_run(
+            run_id, dict(claim), status=S.QUEUED, alone=True, event=(worker[:200], reason[:500])
+        )
+    return rows.run_with_task(run_id) if claimed else None
 
 
 def request_cancel(run: Run, user=None, actor: str = "", reason: str = "") -> Run:

@@ -124,6 +124,25 @@ def test_a_claim_that_waited_for_its_task_while_another_run_started_is_refused(m
     ]
 
 
+def test_a_claim_that_found_its_way_blocked_by_a_run_now_ended_tries_again(make_task, monkeypatch):
+    """A claim refused because another run of the task looked running (on
+    PostgreSQL its snapshot predates that run's end) is tried once more when
+    nothing of the task runs any longer, instead of skipping a run that can
+    start."""
+    task = make_task("again", "print(1)")
+    run = services.start_run(task)
+    real, calls = services._claim, []
+
+    def refused_once(*args):
+        calls.append(args)
+        return None if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(services, "_claim", refused_once)
+    claimed = services.claim_run(run.pk, "w:1")
+    assert claimed is not None and claimed.status == S.RUNNING and len(calls) == 2
+    assert Run.objects.get(pk=run.pk).status == S.RUNNING
+
+
 def test_the_database_refuses_a_second_running_run(make_task):
     from django.db import IntegrityError, transaction
 

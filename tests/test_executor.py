@@ -51,6 +51,38 @@ def test_an_end_that_could_not_be_stored_at_first_is_stored_whole_on_retry(
     assert run.log_size == len(b"the last words\n")
 
 
+def test_an_end_stored_whose_answer_was_lost_is_not_fenced_and_what_follows_runs(
+    make_task, execute, monkeypatch
+):
+    """The end committed but its answer never came back (a connection cut
+    after COMMIT): the retry must not find itself fenced out, and the run's
+    follow-up (retries, downstream tasks, notifications) still happens."""
+    from django.db import OperationalError
+
+    from runs import rows
+
+    task = make_task("answered", "print('done')")
+    real_update, lost = rows.update_run, []
+
+    def answer_lost(run_id, fields, **kwargs):
+        changed = real_update(run_id, fields, **kwargs)
+        if fields.get("status") == S.SUCCEEDED and not lost:
+            lost.append(run_id)
+            raise OperationalError("server closed the connection unexpectedly")
+        return changed
+
+    followed = []
+    monkeypatch.setattr(rows, "update_run", answer_lost)
+    monkeypatch.setattr(services, "after_run_end", lambda run_id, run=None: followed.append(run_id))
+    from runs.executor import execute_run
+
+    run = services.start_run(task)
+    assert execute_run(run.pk) == S.SUCCEEDED
+    run.refresh_from_db()
+    assert lost == [run.pk] and followed == [run.pk]
+    assert run.status == S.SUCCEEDED and run.read_log() == b"done\n"
+
+
 def test_non_zero_exit_fails_with_the_code(make_task, execute):
     task = make_task("bad", "import sys; print('oops', file=sys.stderr); sys.exit(3)")
     run = execute(services.start_run(task))

@@ -44,3 +44,20 @@ def test_a_tasks_dir_symlink_swapped_by_a_deployment_is_followed(tmp_path, setti
     swapped.symlink_to(second)
     swapped.replace(current)  # the atomic swap deployments do
     assert script_path("job") == second.resolve() / "job.py"
+
+
+def test_a_tasks_dir_whose_folder_was_moved_is_resolved_again(tmp_path, settings):
+    """The folder behind TASKS_DIR moved (the same directory, so the same
+    inode, now at another path): the old resolved path is not used."""
+    data = tmp_path / "data"
+    (data / "v1").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(data / "v1")
+    settings.TASKS_DIR = link / "."
+    assert script_path("job").parent == (data / "v1").resolve()
+
+    (data / "v1").rename(data / "v2")
+    swapped = tmp_path / "link.new"
+    swapped.symlink_to(data / "v2")
+    swapped.replace(link)
+    assert script_path("job").parent == (data / "v2").resolve()
