@@ -197,12 +197,12 @@ class WakingORM(ORM):
         connection, q, table = _jobs_table()
         rows.execute(connection, f"DELETE FROM {table} WHERE {q('id')} = %s", [task_id])
 
-    def _take_in_two(self, limit: int | None = None) -> list[tuple[int, str]]:
+    def _take_in_two(self) -> list[tuple[int, str]]:
         now = timezone.now()
         tasks = (
             self.get_connection()
             .filter(key=self.list_key, lock__lt=now)
-            .order_by("id")[: limit or Conf.BULK]
+            .order_by("id")[: Conf.BULK]
         )
         found = []
         for task in tasks:

@@ -116,7 +116,7 @@ def update_run(
         params += [Run.Status.RUNNING, run_id]
     if combined:
         if event is not None:
-            params += _event_params(db, None, status, fields["status"], *event)[1:]
+            params += _event_params(db, status, fields["status"], *event)
         with statement(db, sql, params) as cursor:
             return cursor.fetchone()[0] == 1
     if event is None and chunk is None:
@@ -212,9 +212,11 @@ def _fields(opts, names: tuple[str, ...]) -> list:
     return [opts.get_field(name) for name in names]
 
 
-def _event_params(db, run_id, from_status, to_status, actor, reason) -> list:
-    values = (run_id, timezone.now(), from_status, to_status, actor, reason)
-    fields = _fields(_event, _EVENT)
+def _event_params(db, from_status, to_status, actor, reason) -> list:
+    """An event's values after its run id (which the WITH statements take
+    from the row they changed)."""
+    values = (timezone.now(), from_status, to_status, actor, reason)
+    fields = _fields(_event, _EVENT)[1:]
     return [f.get_db_prep_save(v, db) for f, v in zip(fields, values, strict=True)]
 
 
@@ -237,7 +239,7 @@ def claim(run_id: int, fields: dict[str, Any], actor: str, reason: str) -> Run |
     params = [run_id]
     params += [f.get_db_prep_save(v, db) for f, v in zip(set_fields, fields.values(), strict=True)]
     params += [run_id, Run.Status.QUEUED, Run.Status.RUNNING, run_id]
-    params += _event_params(db, None, Run.Status.QUEUED, fields["status"], actor, reason)[1:]
+    params += _event_params(db, Run.Status.QUEUED, fields["status"], actor, reason)
     with statement(db, sql, params) as cursor:
         row = cursor.fetchone()
     if row is None:
@@ -270,7 +272,7 @@ def _claim_sql(names: tuple[str, ...]):
 
 def insert_event(run_id: int, from_status: str, to_status: str, actor: str, reason: str) -> None:
     db = _db()
-    params = _event_params(db, run_id, from_status, to_status, actor, reason)
+    params = [run_id, *_event_params(db, from_status, to_status, actor, reason)]
     execute(db, _insert_sql(_event, _EVENT)[0], params)
 
 
