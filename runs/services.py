@@ -99,6 +99,7 @@ def transition(
         alone=alone,
         event=(actor[:200], reason[:500]),
         chunk=log_chunk,
+        follows=to in _FINAL,
     )
     if changed:
         if known is not None:
@@ -108,8 +109,9 @@ def transition(
             # The next waiting run, retries, downstream tasks and
             # notifications; robust: the end itself is already recorded.
             # (Outside a transaction, now: the change is committed.)
-            transaction.on_commit(lambda: after_run_end(run_id, known), robust=True)
-    return changed
+            follows = changed.follows
+            transaction.on_commit(lambda: after_run_end(run_id, known, follows), robust=True)
+    return bool(changed)
 
 
 def start_run(
@@ -164,11 +166,10 @@ def start_run(
             upstream=upstream,
             dispatched_at=timezone.now() if alone else None,
         )
-        rows.insert(run)
         reason = f"started by {actor}"
         if delayed:
             reason += f", waiting until {not_before.isoformat(timespec='seconds')}"
-        rows.insert_event(run.pk, "", S.QUEUED, actor[:200], reason[:500])
+        rows.insert(run, event=("", S.QUEUED, actor[:200], reason[:500]))
         if alone:
             transaction.on_commit(lambda: enqueue(run))
         elif not delayed and _dispatch_next(task) == run.pk:
@@ -294,19 +295,25 @@ def _release_task(task_id: int) -> None:
         _dispatch_next(task)
 
 
-def after_run_end(run_id: int, run: Run | None = None) -> None:
+def after_run_end(
+    run_id: int, run: Run | None = None, follows: tuple[bool, bool, bool] | None = None
+) -> None:
     """What follows a run's end, after its commit: the next waiting run of the
     task, then a retry, or else the downstream tasks; then notifications.
-    ``run``: the ended run as its supervisor knows it (spares a read)."""
+    ``run``: the ended run as its supervisor knows it (spares a read);
+    ``follows``: ``rows.what_follows`` as read with the end, if it was."""
     if run is None:
         run = Run.objects.select_related("task").filter(pk=run_id).first()
         if run is None:
             return
     # Most runs have no run waiting in line, no downstream task and no
-    # webhook: one read says so. Nobody waiting spares a write transaction
-    # (on SQLite the database's one write lock); a run queued after this
-    # read finds this one ended and is dispatched by its start.
-    waiting, downstream, webhooks = rows.what_follows(run.task_id)
+    # webhook: one read says so (on PostgreSQL, made with the end itself).
+    # Nobody waiting spares a write transaction (on SQLite the database's
+    # one write lock); a run queued after this read finds this one ended and
+    # is dispatched by its start; one whose start saw this run still
+    # running but committed after the read gets its job from the clock
+    # (release_due_runs).
+    waiting, downstream, webhooks = follows or rows.what_follows(run.task_id)
     if waiting:
         with transaction.atomic():
             task = Task.objects.select_for_update().filter(pk=run.task_id).first()

@@ -86,6 +86,18 @@ def test_a_plain_insert_stores_what_create_stores(make_task, admin_user):
             continue
         assert getattr(stored, field.attname) == getattr(orm, field.attname), field.name
     assert stored.queued_at == ours.queued_at and stored.queued_at.tzinfo is not None
+    # With its first event (one statement on PostgreSQL): the event is the run's.
+    first = Run(**values)
+    rows.insert(first, event=("", Run.Status.QUEUED, "api:admin", "started by api:admin"))
+    assert first.pk and Run.objects.filter(pk=first.pk).exists()
+    event = RunEvent.objects.get(run_id=first.pk)
+    assert (event.from_status, event.to_status, event.actor, event.reason) == (
+        "",
+        Run.Status.QUEUED,
+        "api:admin",
+        "started by api:admin",
+    )
+    assert event.at.tzinfo is not None
 
 
 def test_a_read_for_update_is_the_row_or_none(make_task):
@@ -204,3 +216,82 @@ def test_a_change_that_fails_leaves_nothing_and_no_transaction_open(make_task):
         run.pk, {"status": Run.Status.RUNNING}, status=Run.Status.QUEUED, event=("w:1", "again")
     )
     assert Run.objects.get(pk=run.pk).status == Run.Status.RUNNING
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared statements")
+def test_these_statements_are_prepared_once_and_the_orms_are_not(make_task):
+    """On PostgreSQL these statements are planned once per connection, not
+    once per run; the ORM's own queries stay unprepared (Django's default,
+    which poolers of old rely on)."""
+    from django.db import connection as db
+
+    run = services.start_run(make_task("planned", "print(1)"))
+    for _ in range(3):
+        assert rows.read(Run, run.pk).pk == run.pk
+        assert Task.objects.filter(name="planned").count() == 1
+
+    def prepared(like: str) -> int:
+        with db.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [like]
+            )
+            return cursor.fetchone()[0]
+
+    run_table = Run._meta.db_table
+    assert prepared(f'SELECT "id", %FROM "{run_table}" WHERE "id" = $1') == 1
+    assert prepared('%COUNT(*)%FROM "runs_task"%') == 0
+    # A failed statement leaves the connection usable, prepared statements too.
+    from django.db import IntegrityError, transaction
+
+    rows.insert_chunk(run.pk, 0, b"one")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows.insert_chunk(run.pk, 0, b"again")
+    assert rows.read(Run, run.pk).pk == run.pk
+
+
+def test_an_end_reads_what_follows_with_it_where_it_can(make_task):
+    """On PostgreSQL a run's end answers what follows it in the same
+    statement, exactly as ``what_follows`` would; elsewhere it is read after."""
+    from runs.models import TaskLink, Webhook
+
+    task, other = make_task("ends", "print(1)"), make_task("after", "print(1)")
+    run = services.start_run(task)
+    done = {"status": Run.Status.SUCCEEDED, "finished_at": timezone.now()}
+
+    def end(run_id):
+        return rows.update_run(
+            run_id, done, status=Run.Status.QUEUED, event=("w:1", "done"), follows=True
+        )
+
+    alone = end(run.pk)
+    assert alone
+    expected = (False, False, False) if rows.one_statement() else None
+    assert alone.follows == expected
+    assert rows.what_follows(task.pk) == (False, False, False)
+
+    second = services.start_run(task)
+    Run.objects.create(task=task)  # queued, no job: waits in line
+    TaskLink.objects.create(upstream=task, downstream=other)
+    Webhook.objects.create(task=task, url="http://127.0.0.1:9/hook")
+    change = end(second.pk)
+    assert change and rows.what_follows(task.pk) == (True, True, True)
+    assert change.follows == ((True, True, True) if rows.one_statement() else None)
+    # A change not made (the compare-and-set lost) is false, with nothing to follow.
+    again = end(second.pk)
+    assert not again and again.follows in (None, (False, False, False))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_inside_anothers_and_after_a_new_connection_reads_its_own_rows(make_task):
+    """On PostgreSQL the statements share one cursor per connection: one run
+    inside another's block gets its own, and a new connection a new one."""
+    from django.db import connection as db
+
+    task = make_task("nested", "print(1)")
+    run = services.start_run(task)
+    with rows.statement(db, "SELECT %s", [7]) as outer:
+        assert rows.read(Task, task.pk).name == "nested"
+        assert outer.fetchone()[0] == 7
+    assert rows.read(Run, run.pk).task_id == task.pk
+    db.close()
+    assert rows.read(Run, run.pk).task_id == task.pk
