@@ -608,9 +608,10 @@ def record_progress(
     the new output (``log_chunk``: offset, data), stored together. False
     when this worker no longer holds the run (the lease was lost)."""
     fields["heartbeat_at"] = timezone.now()
-    return rows.update_run(
+    held = rows.update_run(
         run_id, fields, status=S.RUNNING, where={"worker": worker}, chunk=log_chunk
     )
+    return bool(held)
 
 
 def finish_run(

@@ -228,6 +228,31 @@ def test_cancel_stops_a_running_run(make_task, execute):
     assert run.pid and not _alive(run.pid)
 
 
+def test_a_supervisor_whose_run_was_taken_stops_its_script_at_its_next_write(
+    make_task, execute, settings
+):
+    """The fence: once the run is not this worker's any more (the reaper
+    marked it lost, a retry runs), the next periodic write fails its
+    compare-and-set and the script is stopped then, not at the watchdog
+    (with this lease, 15 s after its last heartbeat)."""
+    settings.LEASE_SECONDS = 30
+    task = make_task(
+        "taken",
+        "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)",
+    )
+    run = services.start_run(task)
+    worker = threading.Thread(target=execute, args=(run,))
+    worker.start()
+    running = wait_for(lambda: Run.objects.filter(pk=run.pk, status=S.RUNNING, pid__gt=0).first())
+    Run.objects.filter(pk=run.pk).update(status=S.LOST, reason="reaped elsewhere")
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    run.refresh_from_db()
+    # Its end is fenced: what the reaper decided stands.
+    assert (run.status, run.reason) == (S.LOST, "reaped elsewhere")
+    assert not _alive(running.pid)
+
+
 def test_cancel_of_a_queued_run_ends_it_at_once(make_task, execute):
     task = make_task("q", "print('never')")
     run = services.start_run(task)
