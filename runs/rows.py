@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import re
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from runs.models import CodeRevision, LogChunk, Run, RunEvent, Secret, Task, TaskLink, Webhook
+
+logger = logging.getLogger(__name__)
 
 _run = Run._meta
 _event = RunEvent._meta
@@ -56,7 +60,19 @@ def statement(db, sql: str, params):
             if cursor is None or cursor.connection is not db.connection:
                 cursor = _prepared_cursor(db.connection)
             try:
-                cursor.execute(sql, params, prepare=True)
+                try:
+                    cursor.execute(sql, params, prepare=True)
+                except _not_supported() as exc:
+                    if not db.get_autocommit():
+                        raise  # Its rollback drops the connection's prepared statements.
+                    # "cached plan must not change result type": a migration
+                    # changed a column a prepared statement returns. Nothing
+                    # was done; a new connection prepares it anew.
+                    logger.info("statement prepared before a schema change, again: %s", exc)
+                    db.close()
+                    db.ensure_connection()
+                    cursor = _prepared_cursor(db.connection)
+                    cursor.execute(sql, params, prepare=True)
                 yield cursor
             finally:
                 db.__dict__["_taskrun_cursor"] = cursor
@@ -87,6 +103,12 @@ def _prepared_cursor(conn):
 
 
 _ONLY_WHEN_ASKED = 2**62
+
+
+def _not_supported():
+    import psycopg  # Only on PostgreSQL.
+
+    return psycopg.errors.FeatureNotSupported
 
 
 def execute(db, sql: str, params) -> None:
@@ -297,7 +319,8 @@ def claim(run_id: int, fields: dict[str, Any], actor: str, reason: str) -> Run |
     ``start_run`` locks it, so the two are decided one after the other),
     set the run to ``fields`` if it is still queued and no other run of its
     task is running, store the event, and return the run with its task
-    (None when not claimed). A run of the task claimed by another worker
+    (None when not claimed), the task with its secrets as ``secrets_of``
+    reads them (``task.secrets_read``). A run of the task claimed by another worker
     while this one waited for the task's lock is not in this statement's
     snapshot: then the partial unique index refuses the claim
     (IntegrityError), as it does a race between two transactions."""
@@ -311,9 +334,13 @@ def claim(run_id: int, fields: dict[str, Any], actor: str, reason: str) -> Run |
         row = cursor.fetchone()
     if row is None:
         return None
-    width = len(_run.concrete_fields)
+    width, task_width = len(_run.concrete_fields), len(Task._meta.concrete_fields)
     run = _from_row(db, Run, row[:width])
-    run.task = _from_row(db, Task, row[width:])
+    run.task = _from_row(db, Task, row[width : width + task_width])
+    own, names, values = (column or [] for column in row[width + task_width :])
+    run.task.secrets_read = [
+        (own, name, bytes(value)) for own, name, value in zip(own, names, values, strict=True)
+    ]
     return run
 
 
@@ -332,9 +359,24 @@ def _claim_sql(names: tuple[str, ...]):
         f" AND {_q('task_id')} = (SELECT {_q('id')} FROM task) AND {_alone_sql()}"
         f" RETURNING {run_columns}),"
         f" event AS ({_event_from('changed')})"
-        " SELECT changed.*, task.* FROM changed, task"
+        # The task's secrets too (as secrets_of reads them): the supervisor
+        # needs them next, and this spares it a round trip.
+        f" SELECT changed.*, task.*, secrets.* FROM changed, task,"
+        f" LATERAL ({_secret_arrays_sql('task.' + _q('id'))}) secrets"
     )
     return sql, set_fields
+
+
+def _secret_arrays_sql(task: str) -> str:
+    """One row: ``secrets_of``'s three columns, each as an array (NULL when
+    there is no secret), for the task ``task`` (SQL)."""
+    table, q = Secret._meta.db_table, _q
+    return (
+        f"SELECT array_agg({q('task_id')} IS NOT NULL ORDER BY {q('id')}),"
+        f" array_agg({q('name')} ORDER BY {q('id')}),"
+        f" array_agg({q('encrypted_value')} ORDER BY {q('id')})"
+        f" FROM {q(table)} WHERE {q('task_id')} IS NULL OR {q('task_id')} = {task}"
+    )
 
 
 def insert_event(run_id: int, from_status: str, to_status: str, actor: str, reason: str) -> None:
@@ -485,6 +527,52 @@ def insert(instance, *, event: tuple[str, str, str, str] | None = None) -> None:
     instance._state.db = db.alias
     if event is not None and not combined:
         insert_event(instance.pk, *event)
+
+
+def insert_run_alone(run: Run, event: tuple[str, str, str, str]) -> bool:
+    """PostgreSQL: insert ``run`` and its first event only if no other run
+    of its task is queued or running (delayed ones aside, as ``live_runs``
+    counts them); returns whether it did. Called with the task locked, as a
+    start is: this statement's snapshot is taken after the lock, so it sees
+    every run a start or claim before it committed. One statement where
+    reading the live runs and then inserting were two."""
+    db = _db()
+    sql, fields = _insert_alone_sql()
+    params = [f.get_db_prep_save(f.pre_save(run, True), db) for f in fields]
+    params += [run.task_id, Run.Status.QUEUED, Run.Status.RUNNING]
+    params += _event_params(db, *event)
+    with statement(db, sql, params) as cursor:
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    run.pk = row[0]
+    run._state.adding = False
+    run._state.db = db.alias
+    return True
+
+
+@functools.cache
+def _insert_alone_sql():
+    names = tuple(f.name for f in _run.concrete_fields if not f.primary_key)
+    fields = [_run.get_field(name) for name in names]
+    table = _q(_run.db_table)
+    columns = ", ".join(_q(f.column) for f in fields)
+    # INSERT … SELECT types its values by themselves, not by their columns:
+    # each is cast to its column's type (a NULL would be text otherwise);
+    # text without its length, which a cast would cut to fit where the
+    # column refuses what is too long.
+    types = [re.sub(r"^varchar\(\d+\)$", "varchar", f.db_type(connection)) for f in fields]
+    values = ", ".join(f"CAST(%s AS {db_type})" for db_type in types)
+    alive = (
+        f"SELECT 1 FROM {table} WHERE {_q('task_id')} = %s AND {_q('status')} IN (%s, %s)"
+        f" AND {_q('not_before')} IS NULL"
+    )
+    sql = (
+        f"WITH new AS (INSERT INTO {table} ({columns}) SELECT {values}"
+        f" WHERE NOT EXISTS ({alive}) RETURNING {_q('id')}),"
+        f" event AS ({_event_from('new')}) SELECT {_q('id')} FROM new"
+    )
+    return sql, fields
 
 
 @functools.lru_cache(maxsize=16)

@@ -148,9 +148,6 @@ def start_run(
             raise Task.DoesNotExist(f"Task {task.pk} does not exist.")
         task = locked
         _check_startable(task)
-        # Nothing else of the task alive (most starts): the new run is the
-        # next one, and gets its job without looking for others in line.
-        alone = not delayed and not _admit(task, actor=actor)
         run = Run(
             task=task,
             trigger=trigger,
@@ -164,12 +161,22 @@ def start_run(
             schedule=schedule,
             retry_of=retry_of,
             upstream=upstream,
-            dispatched_at=timezone.now() if alone else None,
         )
         reason = f"started by {actor}"
         if delayed:
             reason += f", waiting until {not_before.isoformat(timespec='seconds')}"
-        rows.insert(run, event=("", S.QUEUED, actor[:200], reason[:500]))
+        event = ("", S.QUEUED, actor[:200], reason[:500])
+        # Nothing else of the task alive (most starts): the new run is the
+        # next one, and gets its job without looking for others in line.
+        # On PostgreSQL the insert asks that itself, in one statement.
+        alone = False
+        if not delayed and rows.one_statement():
+            run.dispatched_at = timezone.now()
+            alone = rows.insert_run_alone(run, event)
+        if not alone:
+            alone = not delayed and not _admit(task, actor=actor)
+            run.dispatched_at = timezone.now() if alone else None
+            rows.insert(run, event=event)
         if alone:
             transaction.on_commit(lambda: enqueue(run))
         elif not delayed and _dispatch_next(task) == run.pk:
@@ -307,13 +314,18 @@ def after_run_end(
         if run is None:
             return
     # Most runs have no run waiting in line, no downstream task and no
-    # webhook: one read says so (on PostgreSQL, made with the end itself).
-    # Nobody waiting spares a write transaction (on SQLite the database's
-    # one write lock); a run queued after this read finds this one ended and
-    # is dispatched by its start; one whose start saw this run still
-    # running but committed after the read gets its job from the clock
-    # (release_due_runs).
-    waiting, downstream, webhooks = follows or rows.what_follows(run.task_id)
+    # webhook: one read says so. Nobody waiting spares a write transaction
+    # (on SQLite the database's one write lock); a run queued after this
+    # read finds this one ended and is dispatched by its start; one whose
+    # start saw this run still running but committed after the read gets
+    # its job from the clock (release_due_runs). On PostgreSQL the end's own
+    # statement has read it, but with the snapshot it began with: a start
+    # that queued a run behind this one meanwhile (a replacing start holds
+    # this run's row until it commits) is not in it. It is good enough only
+    # for a task whose runs never wait in line.
+    if follows is None or run.task.overlap != Task.Overlap.SKIP:
+        follows = rows.what_follows(run.task_id)
+    waiting, downstream, webhooks = follows
     if waiting:
         with transaction.atomic():
             task = Task.objects.select_for_update().filter(pk=run.task_id).first()

@@ -101,9 +101,12 @@ def delete_secret(name: str, *, task: Task | None = None) -> bool:
 
 def secrets_for(task: Task) -> dict[str, str]:
     """Name → value for a run of ``task``: global secrets, then the task's own,
-    which win over a global one of the same name."""
+    which win over a global one of the same name. A task read by a run's
+    claim brings them along (``secrets_read``, used once)."""
     # Read for every run, hence the plain statement (runs.rows).
-    found = rows.secrets_of(task.pk)
+    found = task.__dict__.pop("secrets_read", None)
+    if found is None:
+        found = rows.secrets_of(task.pk)
     found.sort(key=lambda row: row[0])  # the task's own last: they win
     return {name: decrypt(token) for _, name, token in found}
 

@@ -143,6 +143,41 @@ def test_a_claim_that_found_its_way_blocked_by_a_run_now_ended_tries_again(make_
     assert Run.objects.get(pk=run.pk).status == S.RUNNING
 
 
+def test_a_run_queued_by_a_replacing_start_while_the_run_ended_gets_its_job(make_task):
+    """A replacing start marks the running run to cancel (holding its row)
+    and queues a new run behind it; the running run's end, written
+    meanwhile, waits for that row and then finds the new run waiting: it
+    hands it its job at once (on PostgreSQL the end statement's own
+    snapshot predates the start's commit, so it is asked again)."""
+    from django.db import transaction
+
+    task = make_task("replaced", "print(1)", overlap=Task.Overlap.REPLACE)
+    first = services.claim_run(services.start_run(task).pk, "w:1")
+    assert first is not None
+    started, errors, queued = threading.Event(), [], []
+
+    def replace():
+        try:
+            with transaction.atomic():
+                queued.append(services.start_run(Task.objects.get(pk=task.pk)))
+                started.set()
+                time.sleep(0.5)  # The end below is written meanwhile.
+        except Exception as exc:  # pragma: no cover - the test reports it
+            errors.append(exc)
+            started.set()
+        finally:
+            connections.close_all()
+
+    starter = threading.Thread(target=replace)
+    starter.start()
+    assert started.wait(10)
+    assert services.finish_run(first.pk, "w:1", status=S.SUCCEEDED, known=first)
+    starter.join()
+    assert errors == []
+    waiting = Run.objects.get(pk=queued[0].pk)
+    assert waiting.status == S.QUEUED and waiting.dispatched_at is not None
+
+
 def test_the_database_refuses_a_second_running_run(make_task):
     from django.db import IntegrityError, transaction
 

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from runs import rows, services
+from runs import rows, services, vault
 from runs.models import LogChunk, Run, RunEvent, Task
 
 pytestmark = pytest.mark.django_db
@@ -160,6 +160,8 @@ def test_the_one_statement_claim_returns_the_run_and_task_as_the_orm_reads_them(
     _same(ours, orm, Run)
     _same(ours.task, orm.task, Task)
     assert (ours.status, ours.worker, ours.started_at) == ("running", "w:1", now)
+    # No secret: none read with it.
+    assert ours.task.secrets_read == [] and vault.secrets_for(ours.task) == {}
     event = RunEvent.objects.filter(run=run).latest("id")
     assert (event.from_status, event.to_status, event.reason) == (
         "queued",
@@ -295,3 +297,91 @@ def test_a_statement_inside_anothers_and_after_a_new_connection_reads_its_own_ro
     assert rows.read(Run, run.pk).task_id == task.pk
     db.close()
     assert rows.read(Run, run.pk).task_id == task.pk
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's one-statement claim")
+def test_the_claim_brings_the_tasks_secrets_as_secrets_of_reads_them(make_task):
+    task, other = make_task("secretive", "print(1)"), make_task("other", "print(1)")
+    vault.set_secret("SHARED", "global value")
+    vault.set_secret("SHARED", "the task's own", task=task)
+    vault.set_secret("ONLY_MINE", "mine", task=task)
+    vault.set_secret("NOT_MINE", "theirs", task=other)
+    run = services.start_run(task)
+    now = timezone.now()
+    claim = {"started_at": now, "heartbeat_at": now, "worker": "w:1", "status": "running"}
+    claimed = rows.claim(run.pk, claim, actor="w:1", reason="claimed")
+    assert sorted(claimed.task.secrets_read) == sorted(rows.secrets_of(task.pk))
+    assert len(claimed.task.secrets_read) == 3
+    # Used once, as secrets_for would read them: the task's own win.
+    expected = {"SHARED": "the task's own", "ONLY_MINE": "mine"}
+    assert vault.secrets_for(claimed.task) == expected
+    assert "secrets_read" not in claimed.task.__dict__
+    vault.set_secret("ONLY_MINE", "changed", task=task)
+    assert vault.secrets_for(claimed.task)["ONLY_MINE"] == "changed"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's one-statement start")
+def test_a_run_inserted_alone_only_when_nothing_of_its_task_is_alive(make_task):
+    from datetime import timedelta
+
+    from django.db import transaction
+
+    task = make_task("alone", "print(1)")
+    event = ("", Run.Status.QUEUED, "cli", "started by cli")
+
+    def attempt(**values) -> Run | None:
+        run = Run(task=task, args=["x"], env={"K": "v"}, dispatched_at=timezone.now(), **values)
+        with transaction.atomic():
+            rows.read(Task, task.pk, for_update=True)
+            return run if rows.insert_run_alone(run, event) else None
+
+    # A delayed run waits outside the policy: it is not in the way.
+    Run.objects.create(task=task, not_before=timezone.now() + timedelta(hours=1))
+    first = attempt()
+    assert first is not None and not first._state.adding
+    stored = Run.objects.get(pk=first.pk)
+    assert (stored.args, stored.env, stored.status) == (["x"], {"K": "v"}, "queued")
+    assert stored.dispatched_at == first.dispatched_at and stored.queued_at is not None
+    assert RunEvent.objects.get(run=stored).reason == "started by cli"
+    # Queued, then running: in the way, and nothing is written.
+    count, events = Run.objects.count(), RunEvent.objects.count()
+    assert attempt() is None
+    Run.objects.filter(pk=first.pk).update(status=Run.Status.RUNNING)
+    assert attempt() is None
+    assert (Run.objects.count(), RunEvent.objects.count()) == (count, events)
+    Run.objects.filter(pk=first.pk).update(status=Run.Status.SUCCEEDED)
+    # Too long for its column: refused, as an INSERT … VALUES refuses it, not cut.
+    from django.db import DataError
+
+    with pytest.raises(DataError):
+        attempt(reason="r" * 501)
+    assert (Run.objects.count(), RunEvent.objects.count()) == (count, events)
+    assert attempt() is not None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared statements")
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_prepared_before_a_migration_changed_its_columns_is_prepared_again(make_task):
+    """A worker's connection outlives a deployment's migration: a prepared
+    statement whose columns changed type is refused by PostgreSQL ("cached
+    plan must not change result type"); it is prepared again, once."""
+    import psycopg
+    from django.db import connection as db
+
+    task = make_task("migrated", "print(1)")
+    assert rows.read(Task, task.pk).name == "migrated"  # prepared
+    params = db.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+
+    def alter(length: int) -> None:
+        with psycopg.connect(**params, autocommit=True) as other:
+            other.execute(f"ALTER TABLE runs_task ALTER COLUMN name TYPE varchar({length})")
+
+    alter(65)
+    try:
+        assert rows.read(Task, task.pk).name == "migrated"
+        assert rows.read(Task, task.pk).name == "migrated"
+    finally:
+        db.close()
+        alter(64)
