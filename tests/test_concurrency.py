@@ -79,37 +79,49 @@ def test_two_runs_claimed_at_once_only_one_runs(make_task):
     assert f"run #{first.pk}" in second.reason
 
 
+def _hold_a_transaction(first, then=lambda: None, seconds: float = 0.5):
+    """In a thread, one transaction: ``first()``, then the returned event is
+    set and, ``seconds`` later, ``then()`` before the commit. Returns the
+    thread, the event and the errors it met."""
+    from django.db import transaction
+
+    ready, errors = threading.Event(), []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                first()
+                ready.set()
+                time.sleep(seconds)
+                then()
+        except Exception as exc:  # pragma: no cover - the test reports it
+            errors.append(exc)
+            ready.set()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    return thread, ready, errors
+
+
 def test_a_claim_that_waited_for_its_task_while_another_run_started_is_refused(make_task):
     """The claim waits for the task's lock (PostgreSQL) or the write lock
     (SQLite) held by a transaction that sets another run of the task
     running; once that commits, the claim is refused and its run skipped."""
-    from django.db import transaction
-
     from runs import rows
 
     task = make_task("waited", "print(1)")
     first = services.start_run(task)
     second = Run.objects.create(task=task)  # bypasses the start check on purpose
-    locked = threading.Event()
-    errors = []
 
-    def hold_the_task():
-        try:
-            with transaction.atomic():
-                Task.objects.select_for_update().filter(pk=task.pk).update(description="held")
-                locked.set()
-                time.sleep(0.5)
-                assert rows.update_run(
-                    first.pk, {"status": S.RUNNING, "worker": "w:1"}, status=S.QUEUED
-                )
-        except Exception as exc:  # pragma: no cover - the test reports it
-            errors.append(exc)
-            locked.set()
-        finally:
-            connections.close_all()
+    def set_first_running():
+        assert rows.update_run(first.pk, {"status": S.RUNNING, "worker": "w:1"}, status=S.QUEUED)
 
-    holder = threading.Thread(target=hold_the_task)
-    holder.start()
+    holder, locked, errors = _hold_a_transaction(
+        lambda: Task.objects.select_for_update().filter(pk=task.pk).update(description="held"),
+        set_first_running,
+    )
     assert locked.wait(10)
     began = time.monotonic()
     assert services.claim_run(second.pk, "w:2") is None
@@ -149,27 +161,14 @@ def test_a_run_queued_by_a_replacing_start_while_the_run_ended_gets_its_job(make
     meanwhile, waits for that row and then finds the new run waiting: it
     hands it its job at once (on PostgreSQL the end statement's own
     snapshot predates the start's commit, so it is asked again)."""
-    from django.db import transaction
-
     task = make_task("replaced", "print(1)", overlap=Task.Overlap.REPLACE)
     first = services.claim_run(services.start_run(task).pk, "w:1")
     assert first is not None
-    started, errors, queued = threading.Event(), [], []
-
-    def replace():
-        try:
-            with transaction.atomic():
-                queued.append(services.start_run(Task.objects.get(pk=task.pk)))
-                started.set()
-                time.sleep(0.5)  # The end below is written meanwhile.
-        except Exception as exc:  # pragma: no cover - the test reports it
-            errors.append(exc)
-            started.set()
-        finally:
-            connections.close_all()
-
-    starter = threading.Thread(target=replace)
-    starter.start()
+    queued = []
+    # The end below is written while the replacing start is not committed.
+    starter, started, errors = _hold_a_transaction(
+        lambda: queued.append(services.start_run(Task.objects.get(pk=task.pk)))
+    )
     assert started.wait(10)
     assert services.finish_run(first.pk, "w:1", status=S.SUCCEEDED, known=first)
     starter.join()
