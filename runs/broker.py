@@ -126,11 +126,14 @@ class WakingORM(ORM):
         # UPDATE … RETURNING came with SQLite 3.35.
         return connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
 
-    def take_one(self, parse: Callable[[str], Any]) -> tuple[int, Any] | None:
+    def take_one(self, parse: Callable[[str], Any], done=None) -> tuple[int, Any] | None:
         """The oldest waiting job, locked for this process as the pusher
         locks it (a worker between two runs takes its next job itself), if
         ``parse(payload)`` says it is one to take (not None); otherwise it
         is left exactly as it was. Returns (its id, what parse said).
+        ``done``: the id of the job taken before, done with (``done_with``),
+        whose row goes first — on PostgreSQL in the same statement as the
+        read, one round trip fewer a chained run.
 
         The job is read, then taken with the pusher's compare-and-set (its
         lock still in the past), so a job not to take is never written, and
@@ -143,7 +146,15 @@ class WakingORM(ORM):
             f"SELECT {q('id')}, {q('payload')} FROM {table}"
             f" WHERE {q('key')} = %s AND {q('lock')} < %s ORDER BY {q('id')} LIMIT 1"
         )
-        with rows.statement(connection, sql, [self.list_key, now]) as cursor:
+        params = [self.list_key, now]
+        if done is not None and rows.one_statement():
+            # The deleted row is not in the read's snapshot, nor one to
+            # take (its lock is ahead).
+            sql = f"WITH done AS (DELETE FROM {table} WHERE {q('id')} = %s) {sql}"
+            params.insert(0, done)
+        elif done is not None:
+            self._delete(done)
+        with rows.statement(connection, sql, params) as cursor:
             row = cursor.fetchone()
         if row is None:
             return None
@@ -271,7 +282,8 @@ class RedisJobs:
     def __init__(self, broker):
         self.broker = broker
 
-    def take_one(self, parse: Callable[[bytes], Any]) -> tuple[None, Any] | None:
+    def take_one(self, parse: Callable[[bytes], Any], done=None) -> tuple[None, Any] | None:
+        # A job taken is off the list already: ``done`` has nothing to do.
         payload = self.broker.connection.lpop(self.broker.list_key)
         if payload is None:
             return None

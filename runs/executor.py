@@ -73,14 +73,16 @@ def _run_waiting_jobs(began: float) -> int:
     chain's time lasts; returns how many."""
     broker = _broker_to_chain()
     done = 0
+    finished = None  # The job just run: it goes with the next take.
     while broker is not None and time.monotonic() - began < CHAIN_SECONDS:
         if drain.is_draining():
             break
         try:
-            taken = broker.take_one(_run_of_job)
+            taken = broker.take_one(_run_of_job, done=finished)
         except Exception as exc:  # The database or Redis: django-q2's pusher retries.
             logger.warning("could not take the next job: %s", exc)
             break
+        finished = None
         if taken is None:
             break  # None waiting, or the next is not a run's: django-q2's turn.
         ack_id, run_id = taken
@@ -89,13 +91,14 @@ def _run_waiting_jobs(began: float) -> int:
         except Exception:
             logger.exception("run %s: the executor failed", run_id)
         done += 1
+        finished = ack_id
+    if finished is not None:
         try:
-            broker.done_with(ack_id)
+            broker.done_with(finished)
         except Exception as exc:
             # Its row stays locked until django-q2's retry, as a job whose
             # acknowledgement was lost; delivered again, it finds its run taken.
-            logger.warning("could not acknowledge the job of run %s: %s", run_id, exc)
-            break
+            logger.warning("could not acknowledge job %s: %s", finished, exc)
     return done
 
 

@@ -110,6 +110,30 @@ def test_a_run_job_with_its_run_gone_is_acknowledged_and_the_chain_goes_on(queue
     assert not OrmQ.objects.exists()
 
 
+def test_a_take_that_fails_ends_the_chain_with_the_last_job_done_with(queued, monkeypatch):
+    """The job just run goes with the next take (on PostgreSQL in its
+    statement); when that take fails, it goes on its own."""
+    first, second = queued(2)
+    jobs = executor._broker_to_chain()
+    real, calls = jobs.take_one, []
+
+    def failing_second_time(parse, done=None):
+        calls.append(done)
+        if len(calls) == 2:
+            raise OSError("the database went away")
+        return real(parse, done=done)
+
+    monkeypatch.setattr(jobs, "take_one", failing_second_time)
+    assert executor._run_waiting_jobs(time.monotonic()) == 1
+    assert calls[0] is None and calls[1] is not None  # the first job, done
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == Run.Status.SUCCEEDED and second.status == Run.Status.QUEUED
+    # The first run's job is gone; the second's waits for django-q2.
+    (left,) = OrmQ.objects.all()
+    assert left.task["args"] == (second.pk,)
+
+
 def test_only_cluster_workers_chain(queued, execute):
     first, second = queued(2)
     assert executor.in_cluster_worker is False  # a test process, a command
