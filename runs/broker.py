@@ -8,7 +8,11 @@ the pusher of each cluster on this host waits on a UNIX datagram socket in
 request, a command, another cluster's worker) sends one byte to every
 socket there once the job's row is committed. The poll stays as the
 fallback: clusters on other hosts, and any wake-up that got lost, still see
-the job within ``poll`` seconds."""
+the job within ``poll`` seconds.
+
+On PostgreSQL the jobs' own rows are committed without waiting for the
+disk (``synchronous_commit`` off for those statements alone): see
+``_unhurried``."""
 
 from __future__ import annotations
 
@@ -81,6 +85,28 @@ def _jobs_table():
     return connection, q, q(OrmQ._meta.db_table)
 
 
+def _unhurried(connection) -> str:
+    """A condition that turns ``synchronous_commit`` off for the statement's
+    own commit (PostgreSQL, outside a transaction; else nothing), to add to
+    a statement that writes only jobs' rows.
+
+    Every durable commit waits for the disk, and a chained run commits six:
+    with all of them asynchronous, 300 trivial runs took 10 % less time on
+    this machine. A job's row is the broker's copy of what the run's row
+    says, and a run's rows stay durable. What a crash of PostgreSQL may lose
+    (the last fraction of a second of unhurried commits) is a job inserted,
+    taken or deleted: a run without a job gets one from
+    ``rescue_stranded_runs``, and a job delivered again finds its run taken
+    (the claim is a compare-and-set). Any durable commit after one of these
+    makes it durable too: the log is flushed in order. Inside a transaction
+    the setting would hold for all of it, so there it is not added."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return ""
+    if not connection.get_autocommit():
+        return ""
+    return " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+
+
 class WakingORM(ORM):
     """The ORM broker; its pusher sleeps on a socket that ``enqueue`` pokes."""
 
@@ -94,7 +120,10 @@ class WakingORM(ORM):
         transaction that made its run (on this connection, in this thread)
         committed, and on PostgreSQL the check is a round trip."""
         connection, q, table = _jobs_table()
-        sql = f"INSERT INTO {table} ({q('key')}, {q('payload')}, {q('lock')}) VALUES (%s, %s, %s)"
+        columns = f"{q('key')}, {q('payload')}, {q('lock')}"
+        sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s)"
+        if unhurried := _unhurried(connection):
+            sql = f"INSERT INTO {table} ({columns}) SELECT %s, %s, %s WHERE true{unhurried}"
         returning = connection.features.can_return_columns_from_insert
         if returning:
             sql += f" RETURNING {q('id')}"
@@ -150,7 +179,8 @@ class WakingORM(ORM):
         if done is not None and rows.one_statement():
             # The deleted row is not in the read's snapshot, nor one to
             # take (its lock is ahead).
-            sql = f"WITH done AS (DELETE FROM {table} WHERE {q('id')} = %s) {sql}"
+            unhurried = _unhurried(connection)
+            sql = f"WITH done AS (DELETE FROM {table} WHERE {q('id')} = %s{unhurried}) {sql}"
             params.insert(0, done)
         elif done is not None:
             self._delete(done)
@@ -163,6 +193,7 @@ class WakingORM(ORM):
         if parsed is None:
             return None
         sql = f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} = %s AND {q('lock')} < %s"
+        sql += _unhurried(connection)
         with rows.statement(connection, sql, [adapt(self.timeout(None)), pk, now]) as cursor:
             taken = cursor.rowcount == 1
         return (pk, parsed) if taken else None
@@ -182,7 +213,7 @@ class WakingORM(ORM):
             pick += " FOR UPDATE SKIP LOCKED"
         sql = (
             f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} IN ({pick})"
-            f" AND {q('lock')} < %s RETURNING {q('id')}, {q('payload')}"
+            f" AND {q('lock')} < %s{_unhurried(connection)} RETURNING {q('id')}, {q('payload')}"
         )
         adapt = connection.ops.adapt_datetimefield_value
         now = adapt(timezone.now())
@@ -206,7 +237,8 @@ class WakingORM(ORM):
     @staticmethod
     def _delete(task_id) -> None:
         connection, q, table = _jobs_table()
-        rows.execute(connection, f"DELETE FROM {table} WHERE {q('id')} = %s", [task_id])
+        sql = f"DELETE FROM {table} WHERE {q('id')} = %s{_unhurried(connection)}"
+        rows.execute(connection, sql, [task_id])
 
     def _take_in_two(self) -> list[tuple[int, str]]:
         now = timezone.now()

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from runs import broker
 
@@ -128,3 +128,40 @@ def test_a_process_keeps_one_broker_and_makes_a_new_one_after_a_fork(monkeypatch
     monkeypatch.setattr(os, "getpid", lambda: -1)  # what a forked child sees
     child = services.job_broker()
     assert child is not first and services.job_broker() is child
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's synchronous_commit")
+@pytest.mark.django_db(transaction=True)
+def test_the_jobs_own_rows_are_committed_without_waiting_for_the_disk_and_only_they(data_dir):
+    """Outside a transaction a broker statement turns synchronous_commit off
+    for its own commit, and the session keeps its setting; inside a
+    transaction (a run's rows with it) nothing is added."""
+    from django_q.models import OrmQ
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    clause = broker._unhurried(connection)
+    assert clause
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT current_setting('synchronous_commit') WHERE true{clause}")
+        assert cursor.fetchone()[0] == "off"  # for that statement's transaction…
+    assert setting() == "on"  # … and no longer
+
+    pusher = broker.WakingORM(list_key="test")
+    first = pusher.enqueue("outside")
+    assert setting() == "on"
+    with transaction.atomic():
+        assert broker._unhurried(connection) == ""
+        second = pusher.enqueue("inside")
+        assert setting() == "on"
+    # The jobs' statements do what they did: insert, take, delete.
+    assert pusher.take_one(lambda payload: payload) == (first, "outside")
+    assert pusher.take_one(lambda payload: payload, done=first) == (second, "inside")
+    assert list(OrmQ.objects.values_list("payload", flat=True)) == ["inside"]
+    assert [payload for _, payload in pusher._take()] == []  # taken: locked
+    pusher.done_with(second)
+    assert not OrmQ.objects.exists()
+    assert setting() == "on"
