@@ -107,3 +107,31 @@ def test_the_executor_cpu_probe_runs_trivial_runs_and_prints_its_figures(tmp_pat
 
     bad = probe("0")
     assert bad.returncode == 2 and "--runs must be at least 1" in bad.stderr
+
+
+def test_the_cpu_account_groups_every_process_of_a_p1_rep(tmp_path):
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(TMPDIR=str(tmp_path))
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    def account(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "bench.account", "--setup", "taskrun-sqlite", *args]
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    out = account("--runs", "4", "--reps", "1")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    [figures] = json.loads(out.stdout.strip().splitlines()[-1])
+    for name in ("cluster", "starting process", "the machine, busy"):
+        assert figures[name] > 0, (name, figures)
+    # What exited is the remainder: the machine's busy time is sampled by
+    # clock ticks, so over four runs it is not asserted on its own.
+    parts = sum(ms for name, ms in figures.items() if name != "the machine, busy")
+    assert parts == pytest.approx(figures["the machine, busy"])
+    assert list(tmp_path.iterdir()) == []  # its folder is gone
+
+    bad = account("--runs", "0")
+    assert bad.returncode == 2 and "--runs and --reps must be at least 1" in bad.stderr
