@@ -10,12 +10,14 @@ socket there once the job's row is committed. The poll stays as the
 fallback: clusters on other hosts, and any wake-up that got lost, still see
 the job within ``poll`` seconds.
 
-On PostgreSQL the jobs' own rows are committed without waiting for the
-disk (``synchronous_commit`` off for those statements alone): see
+On PostgreSQL the rows of runs' jobs are committed without waiting for
+the disk (``synchronous_commit`` off for those statements alone): see
 ``_unhurried``."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import select
@@ -85,21 +87,41 @@ def _jobs_table():
     return connection, q, q(OrmQ._meta.db_table)
 
 
+_run_jobs = contextvars.ContextVar("taskrun_run_jobs", default=False)
+
+
+@contextlib.contextmanager
+def run_jobs():
+    """Jobs enqueued inside are runs' (``services.enqueue``): their rows may
+    be committed unhurried (see ``_unhurried``). Other jobs — a webhook's
+    delivery, say — have no run to rescue them, and are always durable."""
+    token = _run_jobs.set(True)
+    try:
+        yield
+    finally:
+        _run_jobs.reset(token)
+
+
 def _unhurried(connection) -> str:
     """A condition that turns ``synchronous_commit`` off for the statement's
     own commit (PostgreSQL, outside a transaction; else nothing), to add to
-    a statement that writes only jobs' rows.
+    a statement that writes only run jobs' rows: their enqueue (inside
+    ``run_jobs``), and a chained worker's take and delete, which only ever
+    touch run jobs. The pusher's take and the monitor's delete, which touch
+    any job, stay durable.
 
     Every durable commit waits for the disk, and a chained run commits six:
     with all of them asynchronous, 300 trivial runs took 10 % less time on
-    this machine. A job's row is the broker's copy of what the run's row
+    this machine. A run job's row is the broker's copy of what the run's row
     says, and a run's rows stay durable. What a crash of PostgreSQL may lose
-    (the last fraction of a second of unhurried commits) is a job inserted,
-    taken or deleted: a run without a job gets one from
-    ``rescue_stranded_runs``, and a job delivered again finds its run taken
-    (the claim is a compare-and-set). Any durable commit after one of these
-    makes it durable too: the log is flushed in order. Inside a transaction
-    the setting would hold for all of it, so there it is not added."""
+    (the last fraction of a second of unhurried commits) is a run job
+    inserted, taken or deleted: a run without a job gets one from
+    ``rescue_stranded_runs`` (a lease after it was handed over, at the
+    housekeeping's next pass), and a job delivered again finds its run
+    taken (the claim is a compare-and-set). Any durable commit after one of
+    these makes it durable too: the log is flushed in order. Inside a
+    transaction the setting would hold for all of it, so there it is not
+    added."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return ""
     if not connection.get_autocommit():
@@ -122,7 +144,7 @@ class WakingORM(ORM):
         connection, q, table = _jobs_table()
         columns = f"{q('key')}, {q('payload')}, {q('lock')}"
         sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s)"
-        if unhurried := _unhurried(connection):
+        if _run_jobs.get() and (unhurried := _unhurried(connection)):
             sql = f"INSERT INTO {table} ({columns}) SELECT %s, %s, %s WHERE true{unhurried}"
         returning = connection.features.can_return_columns_from_insert
         if returning:
@@ -183,7 +205,7 @@ class WakingORM(ORM):
             sql = f"WITH done AS (DELETE FROM {table} WHERE {q('id')} = %s{unhurried}) {sql}"
             params.insert(0, done)
         elif done is not None:
-            self._delete(done)
+            self._delete(done, unhurried=True)
         with rows.statement(connection, sql, params) as cursor:
             row = cursor.fetchone()
         if row is None:
@@ -213,7 +235,7 @@ class WakingORM(ORM):
             pick += " FOR UPDATE SKIP LOCKED"
         sql = (
             f"UPDATE {table} SET {q('lock')} = %s WHERE {q('id')} IN ({pick})"
-            f" AND {q('lock')} < %s{_unhurried(connection)} RETURNING {q('id')}, {q('payload')}"
+            f" AND {q('lock')} < %s RETURNING {q('id')}, {q('payload')}"
         )
         adapt = connection.ops.adapt_datetimefield_value
         now = adapt(timezone.now())
@@ -232,12 +254,14 @@ class WakingORM(ORM):
     def done_with(self, task_id) -> None:
         """A job taken with ``take_one`` is done: its row goes. No
         stale-connection check: the worker has just used the connection."""
-        self._delete(task_id)
+        self._delete(task_id, unhurried=True)
 
     @staticmethod
-    def _delete(task_id) -> None:
+    def _delete(task_id, unhurried: bool = False) -> None:
         connection, q, table = _jobs_table()
-        sql = f"DELETE FROM {table} WHERE {q('id')} = %s{_unhurried(connection)}"
+        sql = f"DELETE FROM {table} WHERE {q('id')} = %s"
+        if unhurried:
+            sql += _unhurried(connection)
         rows.execute(connection, sql, [task_id])
 
     def _take_in_two(self) -> list[tuple[int, str]]:

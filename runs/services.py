@@ -437,18 +437,21 @@ def enqueue(run: Run) -> None:
     id, which is how ``rescue_stranded_runs`` recognises it in the broker."""
     from django_q.tasks import async_task
 
+    from runs.broker import run_jobs
+
     try:
-        async_task(
-            "runs.executor.execute_run",
-            run.pk,
-            task_name=f"{run.task.name}#{run.pk}",
-            group="taskrun",
-            broker=job_broker(),
-            # The run's row is the record; django-q2's Success row (and its
-            # save_limit pruning, which locks every kept row) is a write per
-            # run that nothing reads. A failed job is saved.
-            save=False,
-        )
+        with run_jobs():  # Its row may commit unhurried: see broker._unhurried.
+            async_task(
+                "runs.executor.execute_run",
+                run.pk,
+                task_name=f"{run.task.name}#{run.pk}",
+                group="taskrun",
+                broker=job_broker(),
+                # The run's row is the record; django-q2's Success row (and its
+                # save_limit pruning, which locks every kept row) is a write per
+                # run that nothing reads. A failed job is saved.
+                save=False,
+            )
     except Exception as exc:
         # The run is committed and stays queued: rescue_stranded_runs gives
         # it a job once the broker answers. The caller's start stands.

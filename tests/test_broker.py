@@ -132,36 +132,71 @@ def test_a_process_keeps_one_broker_and_makes_a_new_one_after_a_fork(monkeypatch
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's synchronous_commit")
 @pytest.mark.django_db(transaction=True)
-def test_the_jobs_own_rows_are_committed_without_waiting_for_the_disk_and_only_they(data_dir):
-    """Outside a transaction a broker statement turns synchronous_commit off
-    for its own commit, and the session keeps its setting; inside a
-    transaction (a run's rows with it) nothing is added."""
+def test_run_jobs_rows_are_committed_without_waiting_for_the_disk_and_only_they(
+    data_dir, monkeypatch
+):
+    """Outside a transaction, a statement that writes only run jobs' rows
+    turns synchronous_commit off for its own commit, and the session keeps
+    its setting; any other job's rows, the pusher's and the monitor's
+    statements (which touch any job) and a caller's transaction stay
+    durable."""
     from django_q.models import OrmQ
+
+    from runs import rows
 
     def setting() -> str:
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             return cursor.fetchone()[0]
 
+    configured = setting()
     clause = broker._unhurried(connection)
-    assert clause
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT current_setting('synchronous_commit') WHERE true{clause}")
         assert cursor.fetchone()[0] == "off"  # for that statement's transaction…
-    assert setting() == "on"  # … and no longer
+    assert setting() == configured  # … and no longer
+
+    sent: list[str] = []
+    statement = rows.statement
+
+    def recorded(db, sql, params):
+        sent.append(sql)
+        return statement(db, sql, params)
+
+    monkeypatch.setattr(rows, "statement", recorded)
+
+    def unhurried(action) -> bool:
+        """Whether the one write ``action`` made carried the clause."""
+        sent.clear()
+        result = action()
+        [write] = [sql for sql in sent if not sql.startswith("SELECT")]
+        assert setting() == configured
+        unhurried.result = result
+        return clause in write
 
     pusher = broker.WakingORM(list_key="test")
-    first = pusher.enqueue("outside")
-    assert setting() == "on"
-    with transaction.atomic():
-        assert broker._unhurried(connection) == ""
-        second = pusher.enqueue("inside")
-        assert setting() == "on"
-    # The jobs' statements do what they did: insert, take, delete.
-    assert pusher.take_one(lambda payload: payload) == (first, "outside")
-    assert pusher.take_one(lambda payload: payload, done=first) == (second, "inside")
-    assert list(OrmQ.objects.values_list("payload", flat=True)) == ["inside"]
-    assert [payload for _, payload in pusher._take()] == []  # taken: locked
-    pusher.done_with(second)
+    with broker.run_jobs():
+        assert unhurried(lambda: pusher.enqueue("run job"))
+        first = unhurried.result
+        with transaction.atomic():
+            assert broker._unhurried(connection) == ""
+            assert not unhurried(lambda: pusher.enqueue("run job, in a transaction"))
+            second = unhurried.result
+    assert not unhurried(lambda: pusher.enqueue("webhook job"))
+    third = unhurried.result
+    # A chained worker's take and delete only ever touch run jobs.
+    assert unhurried(lambda: pusher.take_one(lambda payload: payload))
+    assert unhurried.result == (first, "run job")
+    sent.clear()
+    assert pusher.take_one(lambda payload: payload, done=first) == (
+        second,
+        "run job, in a transaction",
+    )
+    delete_and_read, take = sent
+    assert clause in delete_and_read and clause in take
+    assert unhurried(lambda: pusher.done_with(second))
+    # The pusher's take and the monitor's delete touch any job: durable.
+    assert not unhurried(lambda: pusher._take())
+    assert unhurried.result == [(third, "webhook job")]
+    assert not unhurried(lambda: pusher.delete(third))
     assert not OrmQ.objects.exists()
-    assert setting() == "on"
